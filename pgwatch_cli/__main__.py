@@ -1,0 +1,3 @@
+from pgwatch_cli.cli import main
+
+main()

@@ -1,0 +1,301 @@
+"""The Typer app: options in, calls out. Domain errors become exit codes in one place."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import psycopg
+import typer
+from rich.table import Table
+
+from pgwatch_cli import __version__, config, db, demo, triggers
+from pgwatch_cli.console import error, note, stdout
+from pgwatch_cli.errors import BookwatchError, database_failure
+from pgwatch_cli.tables import TableRef
+
+app = typer.Typer(
+    name="bookwatch",
+    help="Real-time change events from PostgreSQL for people editing the same data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# -- shared options ----------------------------------------------------------------------------
+
+DsnOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dsn",
+        help="PostgreSQL connection string. Default: $BOOKWATCH_DSN, $DATABASE_URL, libpq "
+        "environment (PGHOST…), else the embedded server.",
+        show_default=False,
+    ),
+]
+EmbeddedOption = Annotated[
+    bool, typer.Option("--embedded", help="Use the embedded PostgreSQL even if a DSN is set.")
+]
+TablesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--table", "-t", help="Table to watch (repeatable); may be schema-qualified.",
+        show_default=False,
+    ),
+]
+SchemaOption = Annotated[
+    str, typer.Option("--schema", help="Schema for table names given without one.")
+]
+ChannelOption = Annotated[
+    str, typer.Option("--channel", help="NOTIFY channel the events are sent on.")
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print the SQL that would run; change nothing.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def _debug_enabled() -> bool:
+    return os.environ.get("BOOKWATCH_DEBUG", "") not in ("", "0")
+
+
+def guarded(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn domain and database errors into one ``Error:`` line and the SPEC's exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            if _debug_enabled():
+                raise
+            note("interrupted")
+            raise typer.Exit(130) from None
+        except BookwatchError as exc:
+            if _debug_enabled():
+                raise
+            error(exc.message, exc.hint)
+            raise typer.Exit(exc.exit_code) from None
+        except psycopg.Error as exc:
+            if _debug_enabled():
+                raise
+            failure = database_failure(exc)
+            error(failure.message, failure.hint)
+            raise typer.Exit(failure.exit_code) from None
+
+    return wrapper
+
+
+def database(dsn: str | None, embedded: bool) -> str:
+    """Resolve the server to use and say which on stderr (SPEC "Connecting")."""
+    choice = config.choose_dsn(dsn, force_embedded=embedded)
+    resolved = db.resolve(choice)
+    if choice.embedded:
+        note(f"using the embedded PostgreSQL (data in {config.bookwatch_home() / 'pgdata'})")
+    else:
+        note(f"using PostgreSQL {config.describe(resolved)} (from {choice.source.value})")
+    return resolved
+
+
+def _tables(values: list[str] | None, schema: str, defaults: tuple[str, ...]) -> list[TableRef]:
+    names = values or list(defaults)
+    return list(dict.fromkeys(TableRef.parse(name, schema) for name in names))
+
+
+def _print_plan(plan: triggers.Plan, conn: psycopg.Connection[Any], dry_run: bool) -> None:
+    if dry_run:
+        sys.stdout.write(plan.render(conn) + "\n")
+        note("dry run: nothing was changed")
+    for action in plan.actions:
+        note(action)
+
+
+# -- callback ----------------------------------------------------------------------------------
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"bookwatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks (also BOOKWATCH_DEBUG=1).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Real-time change events from PostgreSQL for people editing the same data."""
+    if debug:
+        os.environ["BOOKWATCH_DEBUG"] = "1"
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+@app.command("install-triggers")
+@guarded
+def install_triggers(
+    table: TablesOption = None,
+    schema: SchemaOption = "public",
+    channel: ChannelOption = triggers.DEFAULT_CHANNEL,
+    durable: Annotated[
+        bool,
+        typer.Option(
+            "--durable/--no-durable",
+            help="Also append every change to bookwatch.change_log (seq, replay).",
+        ),
+    ] = True,
+    exclude_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude-column", help="TABLE.COLUMN whose values never leave the database.",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: DryRunOption = False,
+    dsn: DsnOption = None,
+    embedded: EmbeddedOption = False,
+) -> None:
+    """Install the change-capture function and triggers (idempotent, one transaction)."""
+    tables = _tables(table, schema, triggers.DEFAULT_TABLES)
+    excluded = triggers.parse_exclusions(exclude_column or [], tables, schema)
+    triggers.check_channel(channel)
+    with db.connect(database(dsn, embedded)) as conn:
+        plan = triggers.run(
+            conn,
+            lambda: triggers.plan_install(
+                conn, tables, channel=channel, durable=durable, excluded=excluded
+            ),
+            dry_run=dry_run,
+        )
+        _print_plan(plan, conn, dry_run)
+
+
+@app.command("remove-triggers")
+@guarded
+def remove_triggers(
+    table: TablesOption = None,
+    schema: SchemaOption = "public",
+    drop_log: Annotated[
+        bool, typer.Option("--drop-log", help="Also drop schema bookwatch with the change log.")
+    ] = False,
+    dry_run: DryRunOption = False,
+    dsn: DsnOption = None,
+    embedded: EmbeddedOption = False,
+) -> None:
+    """Remove bookwatch triggers (all, or --table); the change log stays unless --drop-log."""
+    tables = _tables(table, schema, ()) if table else None
+    with db.connect(database(dsn, embedded)) as conn:
+        plan = triggers.run(
+            conn, lambda: triggers.plan_remove(conn, tables, drop_log=drop_log), dry_run=dry_run
+        )
+        if not plan.actions:
+            note("no bookwatch triggers installed; nothing to do")
+        _print_plan(plan, conn, dry_run)
+
+
+@app.command()
+@guarded
+def status(
+    as_json: JsonOption = False,
+    dsn: DsnOption = None,
+    embedded: EmbeddedOption = False,
+) -> None:
+    """Show installed triggers, the change log and the notification queue."""
+    resolved = database(dsn, embedded)
+    with db.connect(resolved) as conn:
+        current = triggers.status(conn)
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"server": config.describe(resolved), **current.as_json()}) + "\n"
+        )
+        return
+    _print_status(current)
+
+
+def _print_status(current: triggers.Status) -> None:
+    if not current.triggers:
+        stdout.print("No bookwatch triggers installed.")
+    else:
+        grid = Table(title="bookwatch triggers", title_justify="left")
+        for heading in ("table", "trigger", "mode", "channel", "primary key", "excluded"):
+            grid.add_column(heading)
+        for trigger in current.triggers:
+            grid.add_row(
+                str(trigger.table),
+                "[green]enabled[/green]" if trigger.enabled else "[red]disabled[/red]",
+                "durable" if trigger.config.durable else "not durable",
+                trigger.config.channel,
+                ", ".join(trigger.config.primary_key),
+                ", ".join(trigger.config.excluded) or "-",
+            )
+        stdout.print(grid)
+    if current.log_rows is None:
+        stdout.print("Change log: not installed")
+    elif current.log_rows == 0:
+        stdout.print("Change log: empty")
+    else:
+        stdout.print(
+            f"Change log: {current.log_rows} rows, seq {current.log_min_seq}..{current.log_max_seq}"
+        )
+    if current.schema_version is not None:
+        stdout.print(f"Schema version: {current.schema_version}")
+    stdout.print(f"Notification queue usage: {current.queue_usage:.1%}")
+
+
+@app.command("init-demo")
+@guarded
+def init_demo(
+    schema: SchemaOption = "public",
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Drop and recreate the demo tables.")
+    ] = False,
+    channel: ChannelOption = triggers.DEFAULT_CHANNEL,
+    dsn: DsnOption = None,
+    embedded: EmbeddedOption = False,
+) -> None:
+    """Create the seed's demo tables (bookings, guests, rooms) with data, and install triggers."""
+    triggers.check_channel(channel)
+    with db.connect(database(dsn, embedded)) as conn, conn.transaction():
+        present = demo.existing(conn, schema)
+        if reset:
+            for statement in demo.drop_statements(schema):
+                conn.execute(statement)
+            present = []
+        if not present:
+            for statement in demo.create_statements(schema):
+                conn.execute(statement)
+        elif len(present) < len(demo.DEMO_TABLES):
+            raise BookwatchError(
+                f"Only some demo tables exist in schema {schema}: "
+                + ", ".join(str(t) for t in present) + ".",
+                hint="Run init-demo --reset to recreate them.",
+            )
+        inserted = demo.fill(conn, schema)
+        plan = triggers.plan_install(
+            conn, demo.table_refs(schema), channel=channel, durable=True, excluded={}
+        )
+        for statement in plan.statements:
+            conn.execute(statement)
+    for name, count in inserted.items():
+        note(f"{schema}.{name}: {count} sample rows" if count else f"{schema}.{name}: kept")
+    for action in plan.actions:
+        note(action)
+    note("try: bookwatch tail   (and change a booking in another terminal)")
+
+
+def main() -> None:
+    app(prog_name="bookwatch")

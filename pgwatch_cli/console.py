@@ -1,0 +1,24 @@
+"""Rich output helpers, kept apart from command logic: notes and errors go to stderr."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False)
+
+
+def note(message: str) -> None:
+    """A one-line progress or context note on stderr (never on stdout, which may be piped)."""
+    stderr.print(f"[dim]bookwatch:[/dim] {escape(message)}")
+
+
+def warn(message: str) -> None:
+    stderr.print(f"[yellow]bookwatch:[/yellow] {escape(message)}")
+
+
+def error(message: str, hint: str | None = None) -> None:
+    stderr.print(f"[bold red]Error:[/bold red] {escape(message)}")
+    if hint:
+        stderr.print(f"[dim]Hint: {escape(hint)}[/dim]")

@@ -1,0 +1,57 @@
+"""Domain errors. Each class's docstring is its default message; ``exit_code`` is what the CLI
+returns for it (SPEC "Exit codes"); ``hint`` is an optional second line for the user."""
+
+from __future__ import annotations
+
+
+class BookwatchError(Exception):
+    """bookwatch failed."""
+
+    exit_code = 1
+
+    def __init__(self, message: str | None = None, *, hint: str | None = None) -> None:
+        self.message = message or (self.__doc__ or "").strip()
+        self.hint = hint
+        super().__init__(self.message)
+
+
+class UsageProblem(BookwatchError):
+    """Invalid usage."""
+
+    exit_code = 2
+
+
+class DatabaseUnreachable(BookwatchError):
+    """Could not connect to PostgreSQL."""
+
+
+class EmbeddedServerFailed(BookwatchError):
+    """The embedded PostgreSQL server could not be started."""
+
+
+class MissingTable(BookwatchError):
+    """A table does not exist."""
+
+
+class UnsupportedTable(BookwatchError):
+    """A table cannot be watched."""
+
+
+class DatabaseFailed(BookwatchError):
+    """A database statement failed."""
+
+
+class NotInstalled(BookwatchError):
+    """bookwatch is not installed in this database."""
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def database_failure(exc: Exception) -> DatabaseFailed:
+    """A psycopg error as one line: PostgreSQL's primary message, never the connection string."""
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) or _first_line(str(exc)) or type(exc).__name__
+    hint = getattr(diag, "message_hint", None)
+    return DatabaseFailed(f"Database error: {primary}", hint=hint)

@@ -1,0 +1,77 @@
+"""ChangeEvent: the wire format v1 (SPEC "Event wire format"), parsed and serialized."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+Action = Literal["INSERT", "UPDATE", "DELETE"]
+ACTIONS: tuple[Action, ...] = ("INSERT", "UPDATE", "DELETE")
+JsonValue = Any
+
+
+class InvalidPayload(ValueError):
+    """A NOTIFY payload or log row that is not a valid v1 event."""
+
+
+class ChangeEvent(BaseModel):
+    # Unknown keys are kept and passed on: consumers must ignore them, relays must not drop them.
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    v: Literal[1]
+    seq: int | None
+    table: str
+    # "schema" would shadow a BaseModel attribute, hence the alias.
+    schema_name: str = Field(alias="schema")
+    action: Action
+    id: JsonValue = None
+    pk: dict[str, JsonValue] | None
+    actor: str | None
+    changed: list[str] | None
+    diff: dict[str, tuple[JsonValue, JsonValue]] | None
+    truncated: bool
+    txid: int
+    # Kept as sent, so re-serializing gives the same text; validated as an ISO-8601 instant.
+    timestamp: str
+
+    @field_validator("timestamp")
+    @classmethod
+    def _iso_instant(cls, value: str) -> str:
+        if datetime.fromisoformat(value).tzinfo is None:
+            raise ValueError("timestamp needs a UTC offset")
+        return value
+
+    @property
+    def committed_at(self) -> datetime:
+        return datetime.fromisoformat(self.timestamp)
+
+    @property
+    def entity(self) -> str:
+        """``table:id`` — how presence and filters name one row (``table:{pk json}`` if composite)."""
+        return f"{self.table}:{self.id_text}"
+
+    @property
+    def id_text(self) -> str:
+        if self.id is not None:
+            return str(self.id)
+        if self.pk is None:
+            return "?"
+        return ",".join(str(value) for value in self.pk.values())
+
+    def to_wire(self) -> str:
+        """The compact JSON line that ``tail --json`` prints and SSE ``data:`` carries."""
+        return self.model_dump_json(by_alias=True)
+
+    def wire_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def parse(payload: str | bytes) -> ChangeEvent:
+    try:
+        return ChangeEvent.model_validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "payload"
+        raise InvalidPayload(f"{where}: {first['msg']}") from None

