@@ -1,0 +1,76 @@
+# bash completion for bookwatch -- generated from the bookwatch CLI by `python -m pgwatch_cli.completion --write`; do not edit by hand.
+# Install: source this file, or copy it to
+# ~/.local/share/bash-completion/completions/bookwatch
+
+_bookwatch_reply() {
+    mapfile -t COMPREPLY < <(compgen "$@" -- "$cur")
+}
+
+_bookwatch() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="" command="" word i
+    ((COMP_CWORD > 0)) && prev="${COMP_WORDS[COMP_CWORD - 1]}"
+    # COMP_WORDBREAKS splits --option=value into '--option' '=' 'value'.
+    if [[ $cur == "=" ]]; then
+        cur=""
+    elif [[ $prev == "=" ]] && ((COMP_CWORD > 1)); then
+        prev="${COMP_WORDS[COMP_CWORD - 2]}"
+    fi
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        word="${COMP_WORDS[i]}"
+        case "$word" in
+            -*) ;;
+            *) command="$word"; break ;;
+        esac
+    done
+    case "$command" in
+        "")
+            if [[ $cur == -* ]]; then
+                _bookwatch_reply -W "--debug --help --version -h"
+            else
+                _bookwatch_reply -W "init-demo install-triggers remove-triggers status"
+            fi
+            ;;
+        init-demo)
+            case "$prev" in
+                --channel|--dsn|--schema) COMPREPLY=(); return ;;
+            esac
+            if [[ $cur == -* ]]; then
+                _bookwatch_reply -W "--channel --dsn --embedded --help --reset --schema -h"
+            else
+                COMPREPLY=()
+            fi
+            ;;
+        install-triggers)
+            case "$prev" in
+                --channel|--dsn|--exclude-column|--schema|--table|-t) COMPREPLY=(); return ;;
+            esac
+            if [[ $cur == -* ]]; then
+                _bookwatch_reply -W "--channel --dry-run --dsn --durable --embedded --exclude-column --help --no-durable --schema --table -h -t"
+            else
+                COMPREPLY=()
+            fi
+            ;;
+        remove-triggers)
+            case "$prev" in
+                --dsn|--schema|--table|-t) COMPREPLY=(); return ;;
+            esac
+            if [[ $cur == -* ]]; then
+                _bookwatch_reply -W "--drop-log --dry-run --dsn --embedded --help --schema --table -h -t"
+            else
+                COMPREPLY=()
+            fi
+            ;;
+        status)
+            case "$prev" in
+                --dsn) COMPREPLY=(); return ;;
+            esac
+            if [[ $cur == -* ]]; then
+                _bookwatch_reply -W "--dsn --embedded --help --json -h"
+            else
+                COMPREPLY=()
+            fi
+            ;;
+    esac
+}
+
+complete -F _bookwatch bookwatch
