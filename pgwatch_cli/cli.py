@@ -297,5 +297,81 @@ def init_demo(
     note("try: bookwatch tail   (and change a booking in another terminal)")
 
 
+def _action_names(values: list[str] | None) -> list[str] | None:
+    from pgwatch_cli.events import ACTIONS
+
+    names = [value.upper() for value in values or []]
+    for name in names:
+        if name not in ACTIONS:
+            raise typer.BadParameter(f"{name!r} is not one of {', '.join(ACTIONS)}.")
+    return names or None
+
+
+@app.command()
+@guarded
+def tail(
+    table: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--table", "-t", help="Only this table (repeatable); NAME or SCHEMA.NAME.",
+            show_default=False,
+        ),
+    ] = None,
+    action: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--action", "-a", help="Only this action (repeatable): INSERT, UPDATE or DELETE.",
+            callback=_action_names, show_default=False,
+        ),
+    ] = None,
+    row_id: Annotated[
+        list[str] | None,
+        typer.Option("--id", help="Only the row with this primary key (repeatable).",
+                     show_default=False),
+    ] = None,
+    actor: Annotated[
+        list[str] | None,
+        typer.Option("--actor", help="Only changes made by this actor (repeatable).",
+                     show_default=False),
+    ] = None,
+    channel: ChannelOption = triggers.DEFAULT_CHANNEL,
+    count: Annotated[
+        int | None,
+        typer.Option("--count", min=1, help="Exit after this many matching events.",
+                     show_default=False),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=0, help="Exit after this many seconds.",
+                     show_default=False),
+    ] = None,
+    since: Annotated[
+        int | None,
+        typer.Option("--since", min=0, help="First replay logged events with seq > SEQ.",
+                     metavar="SEQ", show_default=False),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON event per line (default when piped).")
+    ] = False,
+    dsn: DsnOption = None,
+    embedded: EmbeddedOption = False,
+) -> None:
+    """Stream change events live: a table on a terminal, JSON lines when piped."""
+    from pgwatch_cli import tail as tailing
+
+    triggers.check_channel(channel)
+    tailing.run(
+        tailing.TailOptions(
+            dsn=database(dsn, embedded),
+            channel=channel,
+            filters=tailing.Filters.of(table or (), action or (), row_id or (), actor or ()),
+            count=count,
+            timeout=timeout,
+            since=since,
+            as_json=as_json,
+        )
+    )
+
+
 def main() -> None:
     app(prog_name="bookwatch")
