@@ -27,7 +27,7 @@ _bookwatch() {
             if [[ $cur == -* ]]; then
                 _bookwatch_reply -W "--debug --help --version -h"
             else
-                _bookwatch_reply -W "init-demo install-triggers remove-triggers status"
+                _bookwatch_reply -W "init-demo install-triggers remove-triggers status tail"
             fi
             ;;
         init-demo)
@@ -66,6 +66,17 @@ _bookwatch() {
             esac
             if [[ $cur == -* ]]; then
                 _bookwatch_reply -W "--dsn --embedded --help --json -h"
+            else
+                COMPREPLY=()
+            fi
+            ;;
+        tail)
+            case "$prev" in
+                --action|-a) _bookwatch_reply -W "DELETE INSERT UPDATE"; return ;;
+                --actor|--channel|--count|--dsn|--id|--since|--table|--timeout|-t) COMPREPLY=(); return ;;
+            esac
+            if [[ $cur == -* ]]; then
+                _bookwatch_reply -W "--action --actor --channel --count --dsn --embedded --help --id --json --since --table --timeout -a -h -t"
             else
                 COMPREPLY=()
             fi

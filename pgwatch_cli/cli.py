@@ -297,6 +297,13 @@ def init_demo(
     note("try: bookwatch tail   (and change a booking in another terminal)")
 
 
+def _action_choices() -> list[str]:
+    """What shell completion offers after --action (baked into completions/ statically)."""
+    from pgwatch_cli.events import ACTIONS
+
+    return list(ACTIONS)
+
+
 def _action_names(values: list[str] | None) -> list[str] | None:
     from pgwatch_cli.events import ACTIONS
 
@@ -321,7 +328,7 @@ def tail(
         list[str] | None,
         typer.Option(
             "--action", "-a", help="Only this action (repeatable): INSERT, UPDATE or DELETE.",
-            callback=_action_names, show_default=False,
+            callback=_action_names, autocompletion=_action_choices, show_default=False,
         ),
     ] = None,
     row_id: Annotated[

@@ -8,6 +8,9 @@ The scripts list every command and option themselves, so pressing TAB never star
     python -m pgwatch_cli.completion             # print all three scripts to stdout
 
 ``tests/test_completions.py`` fails when the committed files no longer match the CLI.
+
+An option's values are completed from its Enum/Literal type or its ``autocompletion=``
+callback (called once, at generation time); other values are free text and get no offers.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import sys
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path, PurePath
 
 import typer
@@ -98,17 +100,23 @@ def _first_paragraph(text: str | None) -> str:
     return " ".join(paragraph.split())
 
 
-def _value_kind(param: Parameter) -> tuple[tuple[str, ...], bool]:
-    """(choices, completes files) for a parameter's value."""
+def _value_kind(param: Parameter, context: typer.Context) -> tuple[tuple[str, ...], bool]:
+    """(choices, completes files) for a parameter's value.
+
+    Choices come from the parameter's own completion: Enum/Literal types, or an
+    ``autocompletion=`` callback, asked once here with nothing typed (so such a callback must
+    return a fixed list, not query the database).
+    """
     if not isinstance(param, TyperOption | TyperArgument):
         return (), False
     descriptor = param.type_descriptor
-    raw = descriptor.choices or ()
-    choices = tuple(sorted(str(c.value) if isinstance(c, Enum) else str(c) for c in raw))
+    offered = param.shell_complete(context, "")
+    choices = tuple(sorted({str(item.value) for item in offered if item.type == "plain"}))
     for choice in choices:
         if not _SAFE_WORD.match(choice):
             raise ValueError(f"choice {choice!r} of {param.name} cannot go into a completion")
-    return choices, bool(descriptor.is_file or descriptor.is_path or _list_of_paths(descriptor))
+    files = any(item.type in ("file", "dir") for item in offered)
+    return choices, files or descriptor.is_path or _list_of_paths(descriptor)
 
 
 def _list_of_paths(descriptor: TypeDescriptor) -> bool:
@@ -117,12 +125,12 @@ def _list_of_paths(descriptor: TypeDescriptor) -> bool:
     return any(isinstance(arg, type) and issubclass(arg, PurePath) for arg in element)
 
 
-def _options(params: Iterable[Parameter]) -> tuple[OptionSpec, ...]:
+def _options(params: Iterable[Parameter], context: typer.Context) -> tuple[OptionSpec, ...]:
     specs: list[OptionSpec] = []
     for param in params:
         if not isinstance(param, TyperOption) or param.hidden:
             continue
-        choices, files = _value_kind(param)
+        choices, files = _value_kind(param, context)
         takes_value = not (param.is_flag or param.count)
         help_text = _first_paragraph(param.help)
         spellings = tuple(sorted(param.opts + param.secondary_opts))
@@ -144,12 +152,12 @@ def _options(params: Iterable[Parameter]) -> tuple[OptionSpec, ...]:
     return tuple(sorted(specs, key=lambda spec: spec.names))
 
 
-def _arguments(params: Iterable[Parameter]) -> tuple[ArgumentSpec, ...]:
+def _arguments(params: Iterable[Parameter], context: typer.Context) -> tuple[ArgumentSpec, ...]:
     specs: list[ArgumentSpec] = []
     for param in params:
         if not isinstance(param, TyperArgument) or getattr(param, "hidden", False):
             continue
-        choices, files = _value_kind(param)
+        choices, files = _value_kind(param, context)
         specs.append(ArgumentSpec(str(param.name), choices, files, param.nargs != 1))
     return tuple(specs)  # positional order is meaningful: not sorted
 
@@ -168,7 +176,7 @@ def read_cli(app: typer.Typer) -> CliSpec:
         if isinstance(command, TyperGroup):
             raise NotImplementedError(f"nested command group {name!r}: teach completion.py first")
         commands.append(_command(name, command, root))
-    return CliSpec(options=_options(group.get_params(root)), commands=tuple(commands))
+    return CliSpec(options=_options(group.get_params(root), root), commands=tuple(commands))
 
 
 def _command(name: str, command: Command, root: typer.Context) -> CommandSpec:
@@ -177,8 +185,8 @@ def _command(name: str, command: Command, root: typer.Context) -> CommandSpec:
     return CommandSpec(
         name=name,
         help=_first_paragraph(command.short_help or command.help),
-        options=_options(params),
-        arguments=_arguments(params),
+        options=_options(params, context),
+        arguments=_arguments(params, context),
     )
 
 

@@ -188,6 +188,9 @@ def watch(
         list[Action] | None, typer.Option("--action", "-a", help="Only these [actions].")
     ] = None,
     table: Annotated[str | None, typer.Option("--table", help="Table's name.")] = None,
+    actor: Annotated[
+        str | None, typer.Option("--actor", help="Who.", autocompletion=lambda: ["Ben", "Anna"])
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write here.")] = None,
     hidden: Annotated[bool, typer.Option("--secret", hidden=True)] = False,
 ) -> None:
@@ -219,6 +222,7 @@ def test_choices_and_files_in_bash(toy_scripts: dict[str, Path], tmp_path: Path)
     assert bash_complete(script, "bookwatch", "watch", "-a", "U") == ["UPDATE"]
     assert bash_complete(script, "bookwatch", "watch", "--action", "=", "D") == ["DELETE"]
     assert bash_complete(script, "bookwatch", "watch", "--table", "") == []
+    assert bash_complete(script, "bookwatch", "watch", "--actor", "") == ["Anna", "Ben"]
     assert "--secret" not in bash_complete(script, "bookwatch", "watch", "--")
     assert bash_complete(script, "bookwatch", "show", "I") == ["INSERT"]
     (tmp_path / "out.json").write_text("{}")
