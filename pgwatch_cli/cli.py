@@ -15,7 +15,7 @@ from rich.table import Table
 
 from pgwatch_cli import __version__, config, db, demo, triggers
 from pgwatch_cli.console import error, note, stdout
-from pgwatch_cli.errors import BookwatchError, database_failure
+from pgwatch_cli.errors import BenchmarkFailed, BookwatchError, database_failure
 from pgwatch_cli.tables import TableRef
 
 app = typer.Typer(
@@ -378,6 +378,63 @@ def tail(
             as_json=as_json,
         )
     )
+
+
+@app.command()
+@guarded
+def bench(
+    events: Annotated[
+        int | None,
+        typer.Option("--events", help="Events to write in total [default: 2000].",
+                     show_default=False),
+    ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", help="Write for this many seconds instead of --events.",
+                     metavar="SECONDS", show_default=False),
+    ] = None,
+    rate: Annotated[
+        float, typer.Option("--rate", help="Events/s over all writers; 0 = as fast as possible.")
+    ] = 0.0,
+    writers: Annotated[
+        int, typer.Option("--writers", help="Writer processes (one connection each).")
+    ] = 1,
+    listeners: Annotated[
+        int, typer.Option("--listeners", help="ChangeStream listeners (one connection each).")
+    ] = 1,
+    payload_bytes: Annotated[
+        int, typer.Option("--payload-bytes", help="Approximate NOTIFY payload size per event.")
+    ] = 500,
+    durable: Annotated[
+        bool,
+        typer.Option("--durable/--no-durable",
+                     help="Benchmark the durable trigger (change log, seq) or the plain one."),
+    ] = True,
+    as_json: JsonOption = False,
+    dsn: DsnOption = None,
+    embedded: EmbeddedOption = False,
+) -> None:
+    """Measure notify latency, delivery and trigger write overhead on a scratch schema."""
+    from pgwatch_cli import benchmark
+
+    options = benchmark.checked(
+        events=events, duration=duration, rate=rate, writers=writers, listeners=listeners,
+        payload_bytes=payload_bytes, durable=durable,
+    )
+    resolved = database(dsn, embedded)
+    result = benchmark.run(resolved, options, server=config.describe(resolved))
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_json()) + "\n")
+    else:
+        benchmark.render(result, stdout)
+    for notice in result.notices:
+        note(f"listener: {notice}")
+    if not result.healthy:
+        raise BenchmarkFailed(
+            f"Delivery was incomplete: {result.bookwatch.lost + result.raw.lost} lost, "
+            f"{result.bookwatch.duplicated + result.raw.duplicated} duplicated receipts.",
+            hint="A healthy run loses and duplicates nothing; see the figures above.",
+        )
 
 
 def main() -> None:

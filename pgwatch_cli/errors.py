@@ -55,3 +55,7 @@ def database_failure(exc: Exception) -> DatabaseFailed:
     primary = getattr(diag, "message_primary", None) or _first_line(str(exc)) or type(exc).__name__
     hint = getattr(diag, "message_hint", None)
     return DatabaseFailed(f"Database error: {primary}", hint=hint)
+
+
+class BenchmarkFailed(BookwatchError):
+    """The benchmark could not complete."""

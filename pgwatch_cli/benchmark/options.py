@@ -1,0 +1,95 @@
+"""What one ``bookwatch bench`` run does: its options, checked before anything starts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pgwatch_cli.errors import UsageProblem
+
+DEFAULT_EVENTS = 2000
+# NOTIFY refuses 8000 bytes; above ~7950 the trigger drops the diff, and the diff is where the
+# benchmark carries its key and send time.
+MAX_PAYLOAD_BYTES = 7900
+STREAMS_PER_PROCESS = 100
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    events: int | None
+    duration: float | None
+    rate: float
+    writers: int
+    listeners: int
+    payload_bytes: int
+    durable: bool
+    streams_per_process: int = STREAMS_PER_PROCESS
+    # A listener that has received nothing new for this long after the last write is done.
+    drain_timeout: float = 10.0
+
+    @property
+    def listener_processes(self) -> int:
+        return math.ceil(self.listeners / self.streams_per_process)
+
+    def quota(self, writer: int) -> int | None:
+        """How many events writer number ``writer`` sends (None: until the duration is over)."""
+        if self.events is None:
+            return None
+        share, extra = divmod(self.events, self.writers)
+        return share + (1 if writer < extra else 0)
+
+    def writer_rate(self) -> float:
+        return self.rate / self.writers if self.rate else 0.0
+
+    def describe(self) -> str:
+        load = f"{self.events} events" if self.events is not None else f"{self.duration:g} s"
+        rate = "as fast as possible" if not self.rate else f"{self.rate:g} events/s"
+        mode = "durable" if self.durable else "not durable"
+        return (
+            f"{load}, {rate}, {self.writers} writer(s), {self.listeners} listener(s), "
+            f"payload ~{self.payload_bytes} B, {mode}"
+        )
+
+
+def checked(
+    *,
+    events: int | None,
+    duration: float | None,
+    rate: float,
+    writers: int,
+    listeners: int,
+    payload_bytes: int,
+    durable: bool,
+) -> BenchOptions:
+    """Options as given on the command line, or UsageProblem (exit 2) naming the bad one."""
+    if events is not None and duration is not None:
+        raise UsageProblem("--events and --duration exclude each other; give one.")
+    if events is not None and events < 1:
+        raise UsageProblem(f"--events must be at least 1, got {events}.")
+    if duration is not None and not (0 < duration < math.inf):
+        raise UsageProblem(f"--duration must be a positive number of seconds, got {duration:g}.")
+    if not (0 <= rate < math.inf):
+        raise UsageProblem(
+            f"--rate must be 0 (as fast as possible) or a positive number of events/s, "
+            f"got {rate:g}."
+        )
+    if writers < 1:
+        raise UsageProblem(f"--writers must be at least 1, got {writers}.")
+    if listeners < 1:
+        raise UsageProblem(f"--listeners must be at least 1, got {listeners}.")
+    if not (0 <= payload_bytes <= MAX_PAYLOAD_BYTES):
+        raise UsageProblem(
+            f"--payload-bytes must be between 0 and {MAX_PAYLOAD_BYTES}, got {payload_bytes}.",
+            hint="NOTIFY payloads must stay under 8000 bytes.",
+        )
+    if events is None and duration is None:
+        events = DEFAULT_EVENTS
+    return BenchOptions(
+        events=events,
+        duration=duration,
+        rate=rate,
+        writers=writers,
+        listeners=listeners,
+        payload_bytes=payload_bytes,
+        durable=durable,
+    )
