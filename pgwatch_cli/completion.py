@@ -25,7 +25,7 @@ from pathlib import Path, PurePath
 
 import typer
 import typer.main
-from typer._click.core import Command, Parameter  # Typer >= 0.2x vendors its own click
+from typer._click.core import Command, Parameter  # Typer vendors click as typer._click
 from typer._coercion import TypeDescriptor
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
@@ -255,7 +255,11 @@ def render_bash(spec: CliSpec) -> str:
         '        case "$word" in',
     ]
     if valued_globals:
-        lines.append(f"            {'|'.join(valued_globals)}) ((i++)) ;;")
+        # Skip the option's value (and the '=' of --option=value) when looking for the command.
+        lines.append(
+            f"            {'|'.join(valued_globals)})"
+            ' [[ ${COMP_WORDS[i + 1]} == "=" ]] && ((i++)); ((i++)) ;;'
+        )
     lines += [
         "            -*) ;;",
         '            *) command="$word"; break ;;',

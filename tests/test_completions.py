@@ -237,6 +237,15 @@ class Action(enum.StrEnum):
 toy = typer.Typer(add_completion=False)
 
 
+@toy.callback()
+def toy_options(
+    profile: Annotated[
+        str, typer.Option("--profile", "-p", help="A value before the command.")
+    ] = "",
+) -> None:
+    """Toy app."""
+
+
 @toy.command()
 def watch(
     action: Annotated[
@@ -280,6 +289,10 @@ def test_choices_and_files_in_bash(toy_scripts: dict[str, Path], tmp_path: Path)
     assert bash_complete(script, "bookwatch", "watch", "--actor", "") == ["Anna", "Ben"]
     assert "--secret" not in bash_complete(script, "bookwatch", "watch", "--")
     assert bash_complete(script, "bookwatch", "show", "I") == ["INSERT"]
+    # A top-level option's value is not mistaken for the command.
+    assert bash_complete(script, "bookwatch", "-p", "x", "watch", "--ta") == ["--table"]
+    assert bash_complete(script, "bookwatch", "--profile", "=", "x", "watch", "--ta") == ["--table"]
+    assert bash_complete(script, "bookwatch", "--profile", "") == []
     (tmp_path / "out.json").write_text("{}")
     offered = bash_complete(script, "bookwatch", "watch", "--output", str(tmp_path / "ou"))
     assert offered == [str(tmp_path / "out.json")]
@@ -292,6 +305,7 @@ def test_choices_and_files_in_zsh(toy_scripts: dict[str, Path]) -> None:
     assert zsh_complete(directory, "bookwatch watch --actor ") == ["Anna", "Ben"]
     assert zsh_complete(directory, "bookwatch watch --table ") == []
     assert zsh_complete(directory, "bookwatch show I") == ["INSERT"]
+    assert zsh_complete(directory, "bookwatch -p x watch --ta") == ["--table"]
     assert "--secret" not in zsh_complete(directory, "bookwatch watch --")
 
 
@@ -301,6 +315,7 @@ def test_choices_in_fish(toy_scripts: dict[str, Path], tmp_path: Path) -> None:
         "DELETE", "INSERT", "UPDATE",
     ]
     assert fish_complete(script, "bookwatch watch --table ", tmp_path) == []
+    assert fish_complete(script, "bookwatch -p x watch --ta", tmp_path) == ["--table"]
     assert sorted(fish_complete(script, "bookwatch show ", tmp_path)) == [
         "DELETE", "INSERT", "UPDATE",
     ]
