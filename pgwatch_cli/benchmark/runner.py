@@ -185,6 +185,8 @@ class _Phases:
     def _write_phase(self) -> list[writer.WritePhase]:
         task = self.plain_task if self._phase == "plain" else self.triggered_task
         self.progress.start_task(task)
+        if task == self.triggered_task:
+            self.progress.start_task(self.received_task)
         try:
             self.links.start.wait(_READY_TIMEOUT_S)
         except threading.BrokenBarrierError:
@@ -216,7 +218,7 @@ class _Phases:
                     ) from None
                 continue
             if message[0] == FAILED:
-                raise BenchmarkFailed(f"Benchmark {message[1]}.")
+                raise BenchmarkFailed(f"Benchmark {message[1]}")
             if message[0] == kind:
                 got.append(message[1])
                 if kind == READY:
@@ -261,7 +263,9 @@ class _Phases:
         )
         self.plain_task = progress.add_task("writes without trigger", total=total, start=False)
         self.triggered_task = progress.add_task("writes with trigger", total=total, start=False)
-        self.received_task = progress.add_task("received by the slowest listener", total=total)
+        self.received_task = progress.add_task(
+            "received by the slowest listener", total=total, start=False
+        )
         self._last_tick = 0.0
         with progress:
             yield progress

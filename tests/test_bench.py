@@ -1,0 +1,194 @@
+"""``bookwatch bench``: complete delivery, plausible figures, and a scratch schema that is
+always removed (after success, a failing run, Ctrl-C)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.fix_cli import Invoke
+
+pytestmark = pytest.mark.timeout(120)
+
+WRITER_APP = "bookwatch bench writer"
+
+
+def bench_json(bookwatch: Invoke, dsn: str, *args: str) -> dict[str, Any]:
+    result = bookwatch("bench", "--dsn", dsn, "--json", *args)
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    figures: dict[str, Any] = json.loads(result.stdout)
+    return figures
+
+
+def bench_leftovers(conn: psycopg.Connection[Any]) -> list[str]:
+    rows = conn.execute(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'bookwatch%' ORDER BY 1"
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def assert_plausible_latency(latency: dict[str, float]) -> None:
+    # Generous: a noisy shared 2-core machine; only order and sanity are checked.
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"] < 30_000
+
+
+def test_small_run_delivers_everything_once_and_cleans_up(
+    bookwatch: Invoke, dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
+    figures = bench_json(bookwatch, dsn, "--events", "200", "--listeners", "2", "--durable")
+
+    assert figures["events_written"] == 200
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    assert figures["received_per_listener"] == {"min": 200, "max": 200}
+    assert_plausible_latency(figures["latency_ms"])
+    raw = figures["raw_baseline"]
+    assert raw["received_per_listener"] == {"min": 200, "max": 200}
+    assert raw["lost"] == 0 and raw["duplicated"] == 0
+    assert_plausible_latency(raw["latency_ms"])
+    assert figures["latency_ratio_vs_raw"]["p50"] > 0
+    overhead = figures["write_overhead"]
+    assert overhead["durable"] is True
+    assert overhead["without_trigger"]["events"] == overhead["with_trigger"]["events"] == 200
+    assert overhead["throughput_ratio"] > 0
+    assert 0 <= figures["peak_notification_queue_usage"] < 1
+    assert figures["healthy"] is True
+    # This run created schema bookwatch, so it removed it again along with its own.
+    assert bench_leftovers(postgresql) == []
+
+
+def test_every_listener_receives_everything_not_durable_big_payload(
+    bookwatch: Invoke, dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
+    # The user's own bookwatch installation must survive the run untouched.
+    postgresql.execute("CREATE TABLE bookings (id int PRIMARY KEY, note text)")
+    postgresql.commit()
+    installed = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings")
+    assert installed.exit_code == 0, installed.stderr
+    postgresql.execute("INSERT INTO bookings VALUES (1, 'mine')")
+    postgresql.commit()
+
+    figures = bench_json(
+        bookwatch, dsn, "--events", "150", "--writers", "2", "--listeners", "3",
+        "--no-durable", "--payload-bytes", "4000",
+    )
+
+    assert figures["events_written"] == 150
+    assert figures["received_per_listener"] == {"min": 150, "max": 150}
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    assert figures["write_overhead"]["durable"] is False
+    assert 3800 <= figures["payload_bytes"] <= 4100
+    assert_plausible_latency(figures["latency_ms"])
+    assert bench_leftovers(postgresql) == ["bookwatch"]
+    log = postgresql.execute("SELECT channel FROM bookwatch.change_log").fetchall()
+    assert log == [("booking_changes",)]
+    status = json.loads(bookwatch("status", "--dsn", dsn, "--json").stdout)
+    assert [t["table"] for t in status["tables"]] == ["bookings"]
+
+
+def test_duration_and_rate_bound_the_load(bookwatch: Invoke, dsn: str) -> None:
+    figures = bench_json(bookwatch, dsn, "--duration", "1.5", "--rate", "100")
+
+    assert 60 <= figures["events_written"] <= 160
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    assert figures["rate_events_per_s"] == 100
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--rate", "-1"], "--rate"),
+        (["--listeners", "0"], "--listeners"),
+        (["--writers", "0"], "--writers"),
+        (["--events", "10", "--duration", "2"], "--duration"),
+        (["--events", "0"], "--events"),
+        (["--payload-bytes", "9000"], "--payload-bytes"),
+    ],
+)
+def test_bad_options_are_usage_errors(bookwatch: Invoke, args: list[str], named: str) -> None:
+    result = bookwatch("bench", *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error:")
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_more_listeners_than_connections_is_refused_clearly(
+    bookwatch: Invoke, dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
+    result = bookwatch("bench", "--dsn", dsn, "--listeners", "100000", "--events", "10")
+    assert result.exit_code == 1
+    assert "Error:" in result.stderr and "max_connections" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert bench_leftovers(postgresql) == []
+
+
+def _start_bench(dsn: str) -> subprocess.Popen[str]:
+    # SIGINT at its default, so the child turns it into KeyboardInterrupt even when the test
+    # runner itself was started in the background (which ignores SIGINT).
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgwatch_cli", "bench", "--dsn", dsn, "--duration", "30",
+         "--rate", "200", "--listeners", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def _wait_for_writer(conn: psycopg.Connection[Any], bench: subprocess.Popen[str]) -> list[int]:
+    for _ in range(300):
+        pids = [row[0] for row in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s",
+            (WRITER_APP, conn.info.dbname),
+        )]
+        if pids:
+            time.sleep(0.5)  # into the write phase
+            return pids
+        assert bench.poll() is None, bench.communicate()
+        time.sleep(0.1)
+    raise AssertionError("the bench writer never connected")
+
+
+def test_failing_run_reports_one_error_line_and_leaves_nothing(
+    dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
+    postgresql.autocommit = True
+    bench = _start_bench(dsn)
+    try:
+        for pid in _wait_for_writer(postgresql, bench):
+            postgresql.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        _, stderr = bench.communicate(timeout=60)
+    finally:
+        bench.kill()
+    assert bench.returncode == 1, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "writer" in errors[0], stderr
+    assert "Traceback" not in stderr
+    assert bench_leftovers(postgresql) == []
+
+
+def test_ctrl_c_exits_130_and_leaves_nothing(
+    dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
+    postgresql.autocommit = True
+    bench = _start_bench(dsn)
+    try:
+        _wait_for_writer(postgresql, bench)
+        bench.send_signal(signal.SIGINT)
+        _, stderr = bench.communicate(timeout=60)
+    finally:
+        bench.kill()
+    assert bench.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert bench_leftovers(postgresql) == []
+    children = postgresql.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'bookwatch%%'"
+        " AND datname = %s", (postgresql.info.dbname,),
+    ).fetchone()
+    assert children == (0,)
