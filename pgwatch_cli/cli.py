@@ -15,7 +15,7 @@ from rich.table import Table
 
 from pgwatch_cli import __version__, config, db, demo, triggers
 from pgwatch_cli.console import error, note, stdout
-from pgwatch_cli.errors import BenchmarkFailed, BookwatchError, database_failure
+from pgwatch_cli.errors import BenchmarkFailed, BookwatchError, UsageProblem, database_failure
 from pgwatch_cli.tables import TableRef
 
 app = typer.Typer(
@@ -435,6 +435,135 @@ def bench(
             f"{result.bookwatch.duplicated + result.raw.duplicated} duplicated receipts.",
             hint="A healthy run loses and duplicates nothing; see the figures above.",
         )
+
+
+_SCENARIOS = ("seed", "storm")
+
+
+def _scenario_name(value: str) -> str:
+    if value not in _SCENARIOS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(_SCENARIOS)}.")
+    return value
+
+
+@app.command()
+@guarded
+def simulate(
+    scenario: Annotated[
+        str,
+        typer.Option("--scenario", help="seed: the seed's story of booking #123; storm: many "
+                     "users at once.", callback=_scenario_name,
+                     autocompletion=lambda: list(_SCENARIOS)),
+    ] = "seed",
+    users: Annotated[
+        int | None,
+        typer.Option("--users", min=1, max=50, help="storm: simulated users, one connection "
+                     "each [default: 8].", show_default=False),
+    ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option("--rounds", min=1, help="storm: edits per user [default: 10].",
+                     show_default=False),
+    ] = None,
+    bookings: Annotated[
+        int | None,
+        typer.Option("--bookings", min=1, max=50, help="storm: how many bookings they share "
+                     "[default: 3].", show_default=False),
+    ] = None,
+    think_ms: Annotated[
+        float | None,
+        typer.Option("--think-ms", min=1, help="storm: mean think time per edit, in ms "
+                     "[default: 300].", show_default=False),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", min=0, help="Make the users' choices reproducible "
+                     "[default: random, printed].", show_default=False),
+    ] = None,
+    as_json: JsonOption = False,
+    dsn: DsnOption = None,
+    embedded: EmbeddedOption = False,
+) -> None:
+    """Play the seed's edit conflict three ways (baseline, refresh, merge) on a scratch schema."""
+    from pgwatch_cli import simulate as simulation
+
+    storm_only = {"--users": users, "--rounds": rounds, "--bookings": bookings,
+                  "--think-ms": think_ms}
+    given = [name for name, value in storm_only.items() if value is not None]
+    if scenario == "seed" and given:
+        raise UsageProblem(f"{', '.join(given)} only apply to --scenario storm.")
+    defaults = simulation.Options(simulation.Scenario(scenario), seed=0)
+    options = simulation.Options(
+        scenario=simulation.Scenario(scenario),
+        seed=simulation.new_seed() if seed is None else seed,
+        users=users or defaults.users,
+        rounds=rounds or defaults.rounds,
+        bookings=bookings or defaults.bookings,
+        think_ms=think_ms or defaults.think_ms,
+    )
+    simulation.simulate(database(dsn, embedded), options, as_json=as_json)
+
+
+@app.command()
+@guarded
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (non-loopback needs --token).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free).")
+    ] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="BOOKWATCH_TOKEN", show_envvar=True, show_default=False,
+                     help="Require this bearer token (header, or ?token= for EventSource)."),
+    ] = None,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option("--allow-origin", metavar="ORIGIN", show_default=False,
+                     help="Let pages from this origin use the server (CORS; repeatable)."),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow a non-loopback --host without a token.")
+    ] = False,
+    demo_page: Annotated[
+        bool, typer.Option("--demo", help="Serve the seed's booking editor at / (needs "
+                           "init-demo).")
+    ] = False,
+    schema: Annotated[
+        str, typer.Option("--schema", help="Schema of the demo tables (with --demo).")
+    ] = "public",
+    channel: ChannelOption = triggers.DEFAULT_CHANNEL,
+    heartbeat: Annotated[
+        float, typer.Option("--heartbeat", min=0.1, max=15, metavar="SECONDS",
+                            help="Seconds between heartbeat comments on idle streams.")
+    ] = 15.0,
+    client_buffer: Annotated[
+        int, typer.Option("--client-buffer", min=1, metavar="EVENTS",
+                          help="Events a slow client may fall behind before it is reset.")
+    ] = 1000,
+    dsn: DsnOption = None,
+    embedded: EmbeddedOption = False,
+) -> None:
+    """Relay change events to browsers over Server-Sent Events (GET /events)."""
+    import signal
+
+    from pgwatch_cli import server
+
+    triggers.check_channel(channel)
+    # Refuse an unsafe exposure before touching the database.
+    server.check_exposure(host, token or None, insecure)
+    options = server.ServeOptions(
+        dsn=database(dsn, embedded), host=host, port=port, token=token or None,
+        allow_origins=tuple(allow_origin or ()), insecure=insecure, demo=demo_page,
+        schema=schema, channel=channel, heartbeat_s=heartbeat, client_buffer=client_buffer,
+    )
+
+    def announce(running: server.Running) -> None:
+        note(f"serving on {running.url}" + (f"  (demo page: {running.url}/)" if demo_page else ""))
+
+    if server.serve(options, ready=announce) == signal.SIGINT:
+        raise KeyboardInterrupt
 
 
 def main() -> None:
