@@ -1,0 +1,81 @@
+"""Who may connect: the bearer token check and the refusal to serve the network unprotected."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import socket
+from urllib.parse import parse_qsl
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from pgwatch_cli.errors import UsageProblem
+
+# Load balancers and uptime checks probe this without credentials; it reveals no data.
+PUBLIC_PATHS = frozenset({"/healthz"})
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address ``host`` names is a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(
+        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
+    )
+
+
+def check_exposure(host: str, token: str | None, insecure: bool) -> None:
+    """Refuse to serve a non-loopback address without a token unless told it is fine."""
+    if token or insecure or is_loopback(host):
+        return
+    raise UsageProblem(
+        f"Refusing to serve {host} without a token: anyone on the network could read the events.",
+        hint="Set --token (or BOOKWATCH_TOKEN), or pass --insecure if that is really intended.",
+    )
+
+
+def presented_token(scope: Scope) -> str | None:
+    """The token a request carries: ``Authorization: Bearer T``, or ``?token=T`` (EventSource
+    cannot send headers)."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            header: str = value.decode("latin-1")
+            scheme, _, credentials = header.partition(" ")
+            if scheme.lower() == "bearer":
+                return credentials.strip()
+    query: bytes = scope.get("query_string", b"")
+    for key, given in parse_qsl(query.decode("latin-1")):
+        if key == "token":
+            return given
+    return None
+
+
+class TokenAuth:
+    """ASGI middleware: every path but PUBLIC_PATHS needs the token, else 401."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._expected = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            given = presented_token(scope)
+            # compare_digest: the time taken must not reveal how much of a guess was right.
+            if given is None or not hmac.compare_digest(given.encode(), self._expected):
+                response = JSONResponse(
+                    {"error": "missing or wrong token"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="bookwatch"'},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
