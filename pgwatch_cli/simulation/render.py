@@ -25,8 +25,8 @@ def _ms(value: float | None) -> str:
 
 def seed_story(console: Console, report: SeedReport) -> None:
     console.print(
-        f"[bold]Booking #{seed.BOOKING_ID}[/bold]: Anna changes the price, Ben the guest; both "
-        f"opened it before either saved. [dim](seed {report.seed})[/dim]"
+        f"[bold]Booking #{seed.BOOKING_ID}[/bold]: Anna changes the price, Ben the guest "
+        f"[dim](seed {report.seed})[/dim]"
     )
     for run in report.runs:
         timeline = Table(
@@ -73,9 +73,11 @@ _CLIENT_DID = {"reloaded": "reloaded", "rebased": "rebased"}
 
 def storm_summary(console: Console, report: StormReport) -> None:
     work = report.work
+    first, last = work.bookings[0], work.bookings[-1]
+    shared = f"#{first}" if first == last else f"#{first}-#{last}"
     console.print(
-        f"[bold]Storm[/bold]: {work.users} users x {work.rounds} rounds on bookings "
-        f"{', '.join(f'#{b}' for b in work.bookings)}, think time ~{work.think_ms:.0f} ms "
+        f"[bold]Storm[/bold]: {work.users} users x {work.rounds} rounds on booking"
+        f"{'s' if first != last else ''} {shared}, think ~{work.think_ms:.0f} ms "
         f"[dim](seed {work.seed})[/dim]"
     )
     outcome = Table(title="Saves and conflicts", title_justify="left", box=box.ROUNDED)
@@ -111,10 +113,10 @@ def storm_summary(console: Console, report: StormReport) -> None:
     for tally in report.tallies:
         if tally.strategy.realtime and tally.rejected:
             console.print(
-                f"[dim]{tally.strategy.value}: {tally.rejected} stale save"
-                f"{'s were' if tally.rejected != 1 else ' was'} still rejected: the save raced "
-                "another user's commit before its notification arrived (the notification "
-                "window). They are real and counted above.[/dim]"
+                f"[yellow]{tally.strategy.value}[/yellow]: {tally.rejected} stale save"
+                f"{'s were' if tally.rejected != 1 else ' was'} still rejected: saved inside "
+                "the notification window, after another user's commit and before its event "
+                "reached this user's client. Real, and counted above."
             )
         if tally.undelivered:
             console.print(

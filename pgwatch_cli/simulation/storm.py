@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 from pgwatch_cli import db
+from pgwatch_cli.errors import DatabaseUnreachable
 from pgwatch_cli.hub import Hub
 from pgwatch_cli.simulation import bookings
 from pgwatch_cli.simulation.bookings import Copy, StaleCopy
@@ -98,12 +99,7 @@ async def play(area: Scratch, hub: Hub, strategy: Strategy, work: Workload) -> T
     tally = Tally(strategy)
     names = work.names()
     async with contextlib.AsyncExitStack() as stack:
-        connections = await asyncio.gather(*(
-            db.connect_async(area.dsn, application_name=f"bookwatch simulate {name}")
-            for name in names
-        ))
-        for conn in connections:
-            await stack.enter_async_context(conn)
+        connections = await _connect_all(stack, area, names)
         clock = Clock()
         commits = Commits(clock)
         inboxes = [Inbox(hub, clock) if strategy.realtime else None for _ in names]
@@ -119,7 +115,7 @@ async def play(area: Scratch, hub: Hub, strategy: Strategy, work: Workload) -> T
                         user = _User(name, conn, area, strategy, inbox, commits, tally)
                         users.create_task(user.play(work.turns(number)))
                 tally.duration_ms = clock.now()
-                await _drain(inboxes, commits, tally)
+                await _drain(dict(zip(names, inboxes, strict=True)), commits, tally)
         finally:
             for inbox in inboxes:
                 if inbox is not None:
@@ -127,16 +123,44 @@ async def play(area: Scratch, hub: Hub, strategy: Strategy, work: Workload) -> T
     return tally
 
 
-async def _drain(inboxes: list[Inbox | None], commits: Commits, tally: Tally) -> None:
-    """Let the last notifications arrive, close the inboxes, collect commit→arrival times."""
+async def _connect_all(
+    stack: contextlib.AsyncExitStack, area: Scratch, names: list[str]
+) -> list[psycopg.AsyncConnection[Any]]:
+    """A connection per user, opened side by side; if one fails, the others are closed."""
+    opened = await asyncio.gather(
+        *(db.connect_async(area.dsn, application_name=f"bookwatch simulate {name}")
+          for name in names),
+        return_exceptions=True,
+    )
+    connections = []
+    for result in opened:
+        if isinstance(result, psycopg.AsyncConnection):
+            connections.append(await stack.enter_async_context(result))
+    for result in opened:
+        if isinstance(result, DatabaseUnreachable):
+            raise DatabaseUnreachable(
+                result.message,
+                hint=f"The storm needs {len(names) + 1} connections (one per user, one to "
+                "listen); try fewer --users.",
+            ) from None
+        if isinstance(result, BaseException):
+            raise result
+    return connections
+
+
+async def _drain(inboxes: dict[str, Inbox | None], commits: Commits, tally: Tally) -> None:
+    """Let the last notifications arrive, close the inboxes, collect commit→arrival times of
+    every save at every other user's client."""
     saves = set(commits.at_ms)
-    for inbox in inboxes:
+    for name, inbox in inboxes.items():
         if inbox is None:
             continue
         await inbox.wait_for(saves, DRAIN_TIMEOUT_S)
         tally.undelivered += len(saves - inbox.seen)
         inbox.close()
         for delivery in inbox.deliveries:
+            if delivery.event is None or delivery.event.actor == name:
+                continue
             latency = commits.latency(delivery)
             if latency is not None:
                 tally.latencies_ms.append(latency)
