@@ -452,33 +452,33 @@ def simulate(
     scenario: Annotated[
         str,
         typer.Option("--scenario", help="seed: the seed's story of booking #123; storm: many "
-                     "users at once.", callback=_scenario_name,
+                     "users at once.", callback=_scenario_name, metavar="seed|storm",
                      autocompletion=lambda: list(_SCENARIOS)),
     ] = "seed",
     users: Annotated[
         int | None,
-        typer.Option("--users", min=1, max=50, help="storm: simulated users, one connection "
-                     "each [default: 8].", show_default=False),
+        typer.Option("--users", min=1, max=50, metavar="N", show_default=False,
+                     help="storm: simulated users, one connection each (default 8)."),
     ] = None,
     rounds: Annotated[
         int | None,
-        typer.Option("--rounds", min=1, help="storm: edits per user [default: 10].",
-                     show_default=False),
+        typer.Option("--rounds", min=1, metavar="R", show_default=False,
+                     help="storm: edits per user (default 10)."),
     ] = None,
     bookings: Annotated[
         int | None,
-        typer.Option("--bookings", min=1, max=50, help="storm: how many bookings they share "
-                     "[default: 3].", show_default=False),
+        typer.Option("--bookings", min=1, max=50, metavar="K", show_default=False,
+                     help="storm: how many bookings they share (default 3)."),
     ] = None,
     think_ms: Annotated[
         float | None,
-        typer.Option("--think-ms", min=1, help="storm: mean think time per edit, in ms "
-                     "[default: 300].", show_default=False),
+        typer.Option("--think-ms", min=1, metavar="MS", show_default=False,
+                     help="storm: mean think time per edit, in ms (default 300)."),
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option("--seed", min=0, help="Make the users' choices reproducible "
-                     "[default: random, printed].", show_default=False),
+        typer.Option("--seed", min=0, metavar="S", help="Make the users' choices reproducible "
+                     "(default: random, and printed).", show_default=False),
     ] = None,
     as_json: JsonOption = False,
     dsn: DsnOption = None,
