@@ -232,7 +232,7 @@ def _print_status(current: triggers.Status) -> None:
     else:
         grid = Table(title="bookwatch triggers", title_justify="left")
         for heading in ("table", "trigger", "mode", "channel", "primary key", "excluded"):
-            grid.add_column(heading)
+            grid.add_column(heading, overflow="fold")
         for trigger in current.triggers:
             grid.add_row(
                 str(trigger.table),
@@ -270,6 +270,7 @@ def init_demo(
     """Create the seed's demo tables (bookings, guests, rooms) with data, and install triggers."""
     triggers.check_channel(channel)
     with db.connect(database(dsn, embedded)) as conn, conn.transaction():
+        triggers.take_install_lock(conn)
         present = demo.existing(conn, schema)
         if reset:
             for statement in demo.drop_statements(schema):
@@ -410,6 +411,11 @@ def bench(
         typer.Option("--durable/--no-durable",
                      help="Benchmark the durable trigger (change log, seq) or the plain one."),
     ] = True,
+    hub: Annotated[
+        bool,
+        typer.Option("--hub", help="Listeners of a process share one ChangeStream through the "
+                     "in-process hub, as serve does (default: one connection each)."),
+    ] = False,
     as_json: JsonOption = False,
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
@@ -419,7 +425,7 @@ def bench(
 
     options = benchmark.checked(
         events=events, duration=duration, rate=rate, writers=writers, listeners=listeners,
-        payload_bytes=payload_bytes, durable=durable,
+        payload_bytes=payload_bytes, durable=durable, hub=hub,
     )
     resolved = database(dsn, embedded)
     result = benchmark.run(resolved, options, server=config.describe(resolved))

@@ -101,6 +101,18 @@ def test_duration_and_rate_bound_the_load(bookwatch: Invoke, dsn: str) -> None:
     assert figures["rate_events_per_s"] == 100
 
 
+def test_hub_listeners_share_one_connection_and_each_get_everything(
+    bookwatch: Invoke, dsn: str
+) -> None:
+    figures = bench_json(bookwatch, dsn, "--events", "120", "--listeners", "20", "--hub")
+
+    assert figures["listener_mode"] == "hub" and figures["listener_connections"] == 1
+    assert figures["received_per_listener"] == {"min": 120, "max": 120}
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    assert figures["hub_subscribers_cut"] == 0
+    assert_plausible_latency(figures["latency_ms"])
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [

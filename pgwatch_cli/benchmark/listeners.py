@@ -13,7 +13,7 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from psycopg import sql
 from pgwatch_cli import db
 from pgwatch_cli.benchmark.links import FAILED, LISTENED, READY, Links, failure_text
 from pgwatch_cli.events import ChangeEvent
+from pgwatch_cli.hub import Hub, SubscriberLagged
 from pgwatch_cli.listener import ChangeStream
 
 RAW_APPLICATION_NAME = "bookwatch bench raw listener"
@@ -34,8 +35,9 @@ class ListenJob:
     dsn: str
     channel: str
     slot: int  # index into Links.received
-    streams: int  # ChangeStreams in this process; 0 for the raw baseline
+    streams: int  # listeners in this process; 0 for the raw baseline
     drain_timeout: float
+    hub: bool = False  # listeners share one ChangeStream through a Hub, as ``serve`` does
 
     @property
     def raw(self) -> bool:
@@ -75,6 +77,7 @@ class ListenResult:
     last_receipt_ns: int
     reconnects: int = 0
     invalid: int = 0
+    cut: int = 0  # hub subscribers cut loose for falling behind
     notices: list[str] = field(default_factory=list)
 
 
@@ -119,22 +122,32 @@ async def _listen_streams(job: ListenJob, links: Links) -> ListenResult:
     tallies = [Tally() for _ in range(job.streams)]
     latencies: list[int] = []
     last_receipt = [0]
+    cut = [0]
 
-    async def consume(stream: ChangeStream, tally: Tally) -> None:
-        async for event in stream:
-            now = time.time_ns()
-            tally.record(_diff(event), now, latencies)
-            last_receipt[0] = now
+    async def consume(source: AsyncIterable[ChangeEvent], tally: Tally) -> None:
+        try:
+            async for event in source:
+                now = time.time_ns()
+                tally.record(event.diff, now, latencies)
+                last_receipt[0] = now
+        except SubscriberLagged:
+            cut[0] += 1  # its missing events show up as lost
 
     async with contextlib.AsyncExitStack() as stack:
         streams = [
             await stack.enter_async_context(
                 ChangeStream(job.dsn, channel=job.channel, notice=_collect(notices))
             )
-            for _ in range(job.streams)
+            for _ in range(1 if job.hub else job.streams)
         ]
+        sources: list[AsyncIterable[ChangeEvent]] = list(streams)
+        tasks = []
+        if job.hub:
+            hub = Hub(streams[0])
+            sources = [hub.subscribe() for _ in range(job.streams)]
+            tasks.append(asyncio.create_task(hub.run()))
         links.messages.put((READY, f"listener process {job.slot}"))
-        tasks = [asyncio.create_task(consume(s, t)) for s, t in zip(streams, tallies, strict=True)]
+        tasks += [asyncio.create_task(consume(s, t)) for s, t in zip(sources, tallies, strict=True)]
         finish = _Finish(job, links)
         try:
             while not finish.done(tallies):
@@ -156,12 +169,9 @@ async def _listen_streams(job: ListenJob, links: Links) -> ListenResult:
         last_receipt_ns=last_receipt[0],
         reconnects=sum(s.stats.reconnects for s in streams),
         invalid=sum(s.stats.invalid for s in streams),
+        cut=cut[0],
         notices=notices,
     )
-
-
-def _diff(event: ChangeEvent) -> Any:
-    return event.diff
 
 
 def _collect(notices: list[str]) -> Callable[[str], None]:

@@ -23,6 +23,7 @@ class BenchOptions:
     listeners: int
     payload_bytes: int
     durable: bool
+    hub: bool = False
     streams_per_process: int = STREAMS_PER_PROCESS
     # A listener that has received nothing new for this long after the last write is done.
     drain_timeout: float = 10.0
@@ -30,6 +31,11 @@ class BenchOptions:
     @property
     def listener_processes(self) -> int:
         return math.ceil(self.listeners / self.streams_per_process)
+
+    @property
+    def listener_connections(self) -> int:
+        """LISTEN connections the listeners open: one each, or one per process with --hub."""
+        return self.listener_processes if self.hub else self.listeners
 
     def quota(self, writer: int) -> int | None:
         """How many events writer number ``writer`` sends (None: until the duration is over)."""
@@ -45,8 +51,12 @@ class BenchOptions:
         load = f"{self.events} events" if self.events is not None else f"{self.duration:g} s"
         rate = "as fast as possible" if not self.rate else f"{self.rate:g} events/s"
         mode = "durable" if self.durable else "not durable"
+        fanout = (
+            f" sharing {self.listener_connections} connection(s) through the hub"
+            if self.hub else ""
+        )
         return (
-            f"{load}, {rate}, {self.writers} writer(s), {self.listeners} listener(s), "
+            f"{load}, {rate}, {self.writers} writer(s), {self.listeners} listener(s){fanout}, "
             f"payload ~{self.payload_bytes} B, {mode}"
         )
 
@@ -60,6 +70,7 @@ def checked(
     listeners: int,
     payload_bytes: int,
     durable: bool,
+    hub: bool = False,
 ) -> BenchOptions:
     """Options as given on the command line, or UsageProblem (exit 2) naming the bad one."""
     if events is not None and duration is not None:
@@ -92,4 +103,5 @@ def checked(
         listeners=listeners,
         payload_bytes=payload_bytes,
         durable=durable,
+        hub=hub,
     )

@@ -124,6 +124,7 @@ class BenchReport:
     with_trigger: WriteLoad
     reconnects: int
     invalid_payloads: int
+    subscribers_cut: int
     notices: list[str]
 
     @property
@@ -153,6 +154,8 @@ class BenchReport:
             "rate_events_per_s": opts.rate or None,
             "writers": opts.writers,
             "listeners": opts.listeners,
+            "listener_mode": "hub" if opts.hub else "connection_each",
+            "listener_connections": opts.listener_connections,
             "payload_bytes_requested": opts.payload_bytes,
             "payload_bytes": self.payload_bytes,
             "events_written": self.events_written,
@@ -175,6 +178,7 @@ class BenchReport:
                 "throughput_ratio": self.write_throughput_ratio(),
                 "added_ms_per_write": round(self.added_ms_per_write(), 3),
             },
+            "hub_subscribers_cut": self.subscribers_cut,
             "reconnects": self.reconnects,
             "invalid_payloads": self.invalid_payloads,
             "healthy": self.healthy,
@@ -216,6 +220,7 @@ def build(
         with_trigger=WriteLoad.of(triggered),
         reconnects=sum(r.reconnects for r in streams),
         invalid_payloads=sum(r.invalid for r in streams),
+        subscribers_cut=sum(r.cut for r in streams),
         notices=[notice for r in listened for notice in r.notices],
     )
 
@@ -237,7 +242,8 @@ def render(report: BenchReport, console: Console) -> None:
     delivery = Table(title="Delivery", title_justify="left")
     for heading in ("listener", "count", "written", "received min/max", "lost", "duplicated"):
         delivery.add_column(heading, justify="right" if heading != "listener" else "left")
-    for name, result in (("ChangeStream", report.bookwatch), ("raw psycopg", report.raw)):
+    mine = "ChangeStream+Hub" if opts.hub else "ChangeStream"
+    for name, result in ((mine, report.bookwatch), ("raw psycopg", report.raw)):
         delivery.add_row(
             name, str(result.listeners), str(report.events_written),
             f"{result.received_min}/{result.received_max}",
@@ -248,7 +254,7 @@ def render(report: BenchReport, console: Console) -> None:
     latency = Table(title="Commit → receive latency (ms)", title_justify="left")
     for heading in ("listener", "p50", "p90", "p99", "max"):
         latency.add_column(heading, justify="right" if heading != "listener" else "left")
-    latency.add_row("ChangeStream", *_ms(report.bookwatch.latency))
+    latency.add_row(mine, *_ms(report.bookwatch.latency))
     latency.add_row("raw psycopg", *_ms(report.raw.latency))
     ratio = report.latency_ratio()
     latency.add_row("ratio", _times(ratio["p50"]), "", _times(ratio["p99"]), "", style="dim")
@@ -273,10 +279,11 @@ def render(report: BenchReport, console: Console) -> None:
         f"{report.deliveries_per_s:,.0f} deliveries/s; payload {report.payload_bytes} bytes; "
         f"peak notification queue usage {report.peak_queue_usage:.2%}"
     )
-    if report.reconnects or report.invalid_payloads:
+    if report.reconnects or report.invalid_payloads or report.subscribers_cut:
         console.print(
             f"[yellow]Listener reconnects: {report.reconnects}, "
-            f"invalid payloads: {report.invalid_payloads}[/yellow]"
+            f"invalid payloads: {report.invalid_payloads}, "
+            f"hub subscribers cut for lagging: {report.subscribers_cut}[/yellow]"
         )
 
 

@@ -72,7 +72,7 @@ def _check_connections(conn: psycopg.Connection[Any], options: BenchOptions) -> 
     assert row is not None
     limit, reserved, in_use, superuser = row
     available = limit - in_use - (0 if superuser else reserved)
-    needed = options.listeners + 1 + options.writers  # ChangeStreams, raw listener, writers
+    needed = options.listener_connections + 1 + options.writers  # + raw listener, writers
     if needed > available:
         raise BenchmarkFailed(
             f"{options.listeners} listener(s) and {options.writers} writer(s) need {needed} "
@@ -161,7 +161,7 @@ class _Phases:
             streams = min(opts.streams_per_process, remaining)
             remaining -= streams
             job = listeners.ListenJob(
-                self.dsn, self.made.channel, slot, streams, opts.drain_timeout
+                self.dsn, self.made.channel, slot, streams, opts.drain_timeout, hub=opts.hub
             )
             self._spawn(ctx, listeners.main, job, f"bench listeners {slot}")
         raw = listeners.ListenJob(
