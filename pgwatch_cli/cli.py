@@ -268,29 +268,8 @@ def init_demo(
     embedded: EmbeddedOption = False,
 ) -> None:
     """Create the seed's demo tables (bookings, guests, rooms) with data, and install triggers."""
-    triggers.check_channel(channel)
-    with db.connect(database(dsn, embedded)) as conn, conn.transaction():
-        triggers.take_install_lock(conn)
-        present = demo.existing(conn, schema)
-        if reset:
-            for statement in demo.drop_statements(schema):
-                conn.execute(statement)
-            present = []
-        if not present:
-            for statement in demo.create_statements(schema):
-                conn.execute(statement)
-        elif len(present) < len(demo.DEMO_TABLES):
-            raise BookwatchError(
-                f"Only some demo tables exist in schema {schema}: "
-                + ", ".join(str(t) for t in present) + ".",
-                hint="Run init-demo --reset to recreate them.",
-            )
-        inserted = demo.fill(conn, schema)
-        plan = triggers.plan_install(
-            conn, demo.table_refs(schema), channel=channel, durable=True, excluded={}
-        )
-        for statement in plan.statements:
-            conn.execute(statement)
+    with db.connect(database(dsn, embedded)) as conn:
+        inserted, plan = demo.init(conn, schema, reset=reset, channel=channel)
     for name, count in inserted.items():
         note(f"{schema}.{name}: {count} sample rows" if count else f"{schema}.{name}: kept")
     for action in plan.actions:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import platformdirs
@@ -16,7 +16,7 @@ from pgwatch_cli.errors import UsageProblem
 LIBPQ_SELECTORS = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
 
 
-class DsnSource(str, Enum):
+class DsnSource(StrEnum):
     OPTION = "--dsn"
     BOOKWATCH_DSN = "BOOKWATCH_DSN"
     DATABASE_URL = "DATABASE_URL"
@@ -25,7 +25,7 @@ class DsnSource(str, Enum):
 
 
 class DsnChoice(BaseModel):
-    """The connection string to use (empty for libpq defaults or embedded) and where it came from."""
+    """The connection string to use (empty: libpq defaults or embedded) and where it came from."""
 
     model_config = ConfigDict(frozen=True)
 

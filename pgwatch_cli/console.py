@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.markup import escape
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-stdout = Console(highlight=False)
+# Piped output is read by people in pagers and logs: do not squeeze tables to 80 columns.
+stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def note(message: str) -> None:

@@ -10,7 +10,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgwatch_cli import triggers
+from pgwatch_cli.errors import BookwatchError
 from pgwatch_cli.tables import TableRef
+from pgwatch_cli.triggers import Statement
 
 DEMO_TABLES = ("rooms", "guests", "bookings")
 BOOKING_COUNT = 200  # enough that the seed's booking #123 exists
@@ -74,16 +77,16 @@ def existing(conn: psycopg.Connection[Any], schema: str) -> list[TableRef]:
     return [TableRef(schema, row[0]) for row in rows]
 
 
-def drop_statements(schema: str) -> list[sql.Composable]:
+def drop_statements(schema: str) -> list[Statement]:
     return [
         sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(table.identifier())
         for table in reversed(table_refs(schema))
     ]
 
 
-def create_statements(schema: str) -> list[sql.Composable]:
+def create_statements(schema: str) -> list[Statement]:
     names = {name: TableRef(schema, name).identifier() for name in DEMO_TABLES}
-    statements: list[sql.Composable] = [
+    statements: list[Statement] = [
         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
     ]
     statements += [
@@ -148,3 +151,34 @@ def fill(conn: psycopg.Connection[Any], schema: str) -> dict[str, int]:
         )
         inserted[name] = len(rows)
     return inserted
+
+
+def init(
+    conn: psycopg.Connection[Any], schema: str, *, reset: bool, channel: str
+) -> tuple[dict[str, int], triggers.Plan]:
+    """Create (or with ``reset`` recreate) and fill the demo tables, then install the triggers,
+    all in one transaction. Returns the rows inserted per table and the trigger plan."""
+    triggers.check_channel(channel)
+    with conn.transaction():
+        triggers.take_install_lock(conn)
+        present = existing(conn, schema)
+        if reset:
+            for statement in drop_statements(schema):
+                conn.execute(statement)
+            present = []
+        if not present:
+            for statement in create_statements(schema):
+                conn.execute(statement)
+        elif len(present) < len(DEMO_TABLES):
+            raise BookwatchError(
+                f"Only some demo tables exist in schema {schema}: "
+                + ", ".join(str(table) for table in present) + ".",
+                hint="Run init-demo --reset to recreate them.",
+            )
+        inserted = fill(conn, schema)
+        plan = triggers.plan_install(
+            conn, table_refs(schema), channel=channel, durable=True, excluded={}
+        )
+        for statement in plan.statements:
+            conn.execute(statement)
+    return inserted, plan

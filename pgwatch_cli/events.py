@@ -49,7 +49,7 @@ class ChangeEvent(BaseModel):
 
     @property
     def entity(self) -> str:
-        """``table:id`` — how presence and filters name one row (``table:{pk json}`` if composite)."""
+        """``table:id``: how presence and filters name one row (composite keys comma-joined)."""
         return f"{self.table}:{self.id_text}"
 
     @property

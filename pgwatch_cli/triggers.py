@@ -15,6 +15,7 @@ from pgwatch_cli.tables import TableRef
 
 SCHEMA_VERSION = 1
 TRIGGER_NAME = "bookwatch_capture"
+Statement = sql.SQL | sql.Composed
 DEFAULT_CHANNEL = "booking_changes"
 DEFAULT_TABLES = ("bookings", "guests", "rooms")
 MAX_CHANNEL_BYTES = 63  # NAMEDATALEN - 1: LISTEN truncates longer names, pg_notify refuses them
@@ -72,14 +73,14 @@ class InstalledTrigger:
 class Plan:
     """The statements a command would run, and a line per table saying what changes."""
 
-    statements: list[sql.Composable] = field(default_factory=list)
+    statements: list[Statement] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
 
     def render(self, conn: psycopg.Connection[Any]) -> str:
         return "\n".join(_as_text(statement, conn) for statement in self.statements)
 
 
-def _as_text(statement: sql.Composable, conn: psycopg.Connection[Any]) -> str:
+def _as_text(statement: Statement, conn: psycopg.Connection[Any]) -> str:
     text = statement.as_string(conn).rstrip()
     return text if text.endswith(";") else text + ";"
 
@@ -153,7 +154,7 @@ def plan_install(
     if missing:
         raise MissingTable(
             f"Table not found: {', '.join(missing)}. Nothing was installed.",
-            hint="Names are matched exactly; qualify with a schema (sales.bookings) or use --schema.",
+            hint="Names are matched exactly; qualify them (sales.bookings) or use --schema.",
         )
 
     current = {trigger.table: trigger for trigger in installed_triggers(conn)}
@@ -220,10 +221,22 @@ def plan_remove(
         if schema_exists and schema_exists[0]:
             plan.statements.append(sql.SQL("DROP SCHEMA bookwatch CASCADE"))
             plan.actions.append("schema bookwatch (change log included): dropped")
-    elif not remaining and schema_exists and schema_exists[0]:
+    elif not remaining and _capture_function_exists(conn):
         plan.statements.append(sql.SQL("DROP FUNCTION IF EXISTS bookwatch.capture()"))
         plan.actions.append("capture function: dropped (no trigger uses it); change log kept")
     return plan
+
+
+def take_install_lock(conn: psycopg.Connection[Any]) -> None:
+    """Serialize installers, and give up on table locks instead of hanging behind a session
+    that keeps a transaction open on the table (DDL needs a moment of exclusive access)."""
+    conn.execute("SET LOCAL lock_timeout = '10s'")
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_INSTALL_LOCK,))
+
+
+def _capture_function_exists(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT to_regprocedure('bookwatch.capture()') IS NOT NULL").fetchone()
+    return bool(row and row[0])
 
 
 def run(
@@ -235,7 +248,7 @@ def run(
     run plans the same way and rolls back.
     """
     with conn.transaction(force_rollback=dry_run):
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_INSTALL_LOCK,))
+        take_install_lock(conn)
         plan = make_plan()
         if not dry_run:
             for statement in plan.statements:

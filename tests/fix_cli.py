@@ -19,8 +19,7 @@ Invoke = Callable[..., Result]
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No DSN in the environment and a private BOOKWATCH_HOME."""
-    for name in ("BOOKWATCH_DSN", "DATABASE_URL", "PGHOST", "PGPORT", "PGDATABASE", "PGUSER",
-                 "PGSERVICE", "BOOKWATCH_DEBUG"):
+    for name in (*DSN_VARIABLES, "BOOKWATCH_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BOOKWATCH_HOME", str(tmp_path / "home"))
 
@@ -36,11 +35,25 @@ def bookwatch(clean_env: None) -> Invoke:
     return invoke
 
 
+DSN_VARIABLES = ("BOOKWATCH_DSN", "DATABASE_URL", "PGHOST", "PGPORT", "PGDATABASE", "PGUSER",
+                 "PGSERVICE")
+
+
 def run_bookwatch(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str, env: dict[str, str | None] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """The CLI as a separate process, the way a user runs it."""
+    """The CLI as a separate process, the way a user runs it.
+
+    ``env`` is laid over this process's environment; a ``None`` value removes that variable.
+    """
+    merged = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "pgwatch_cli", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=timeout,
+        env={name: value for name, value in merged.items() if value is not None},
     )
+
+
+def embedded_env(home: Path) -> dict[str, str | None]:
+    """No DSN anywhere and a private BOOKWATCH_HOME: the embedded server is the default."""
+    return {**dict.fromkeys(DSN_VARIABLES), "BOOKWATCH_HOME": str(home)}

@@ -74,7 +74,10 @@ def _database_exists(dsn: str, name: str) -> bool:
     return row is not None
 
 
-postgresql_noproc = factories.postgresql_noproc(depends_on="test_server")
+# Per-process names, so concurrent test runs against one server never collide.
+postgresql_noproc = factories.postgresql_noproc(
+    depends_on="test_server", dbname=f"bookwatch_test_{os.getpid()}_db"
+)
 postgresql = factories.postgresql("postgresql_noproc")
 
 

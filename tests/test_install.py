@@ -1,0 +1,226 @@
+"""install-triggers / remove-triggers / status / init-demo through the CLI, errors included."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.fix_cli import embedded_env, run_bookwatch
+
+
+def error_line(stderr: str) -> str:
+    """The one ``Error:`` line (the server note may precede it)."""
+    [line] = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    return line
+
+
+def trigger_rows(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    conn.rollback()
+    return conn.execute(
+        "SELECT tgrelid::regclass::text, tgname FROM pg_trigger"
+        " WHERE tgname = 'bookwatch_capture' ORDER BY 1"
+    ).fetchall()
+
+
+def has_schema(conn: psycopg.Connection[Any], name: str = "bookwatch") -> bool:
+    conn.rollback()
+    return bool(
+        conn.execute("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = %s)", (name,))
+        .fetchone()[0]
+    )
+
+
+@pytest.fixture
+def seed_tables(postgresql: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
+    for name in ("bookings", "guests", "rooms"):
+        postgresql.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, x text)")
+    postgresql.commit()
+    return postgresql
+
+
+def test_install_defaults_to_the_seed_tables_and_is_idempotent(bookwatch, dsn, seed_tables):
+    first = bookwatch("install-triggers", "--dsn", dsn)
+    assert first.exit_code == 0, first.stderr
+    assert "public.bookings: installed" in first.stderr
+    assert [name for name, _ in trigger_rows(seed_tables)] == ["bookings", "guests", "rooms"]
+    second = bookwatch("install-triggers", "--dsn", dsn)
+    assert second.exit_code == 0
+    assert "public.bookings: already installed" in second.stderr
+    assert len(trigger_rows(seed_tables)) == 3
+
+
+def test_install_converges_to_new_options(bookwatch, dsn, seed_tables):
+    assert bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings").exit_code == 0
+    changed = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", "--no-durable",
+                        "--channel", "other", "--exclude-column", "bookings.x")
+    assert changed.exit_code == 0 and "updated" in changed.stderr
+    status = json.loads(bookwatch("status", "--json", "--dsn", dsn).stdout)
+    [table] = status["tables"]
+    assert (table["durable"], table["channel"], table["excluded_columns"]) == (
+        False, "other", ["x"])
+
+
+def test_dry_run_prints_sql_and_changes_nothing(bookwatch, dsn, seed_tables):
+    result = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", "--dry-run")
+    assert result.exit_code == 0
+    assert "CREATE CONSTRAINT TRIGGER" in result.stdout
+    assert '"public"."bookings"' in result.stdout
+    assert trigger_rows(seed_tables) == [] and not has_schema(seed_tables)
+    bookwatch("install-triggers", "--dsn", dsn)
+    removal = bookwatch("remove-triggers", "--dsn", dsn, "--drop-log", "--dry-run")
+    assert "DROP SCHEMA bookwatch CASCADE" in removal.stdout
+    assert len(trigger_rows(seed_tables)) == 3 and has_schema(seed_tables)
+
+
+def test_missing_table_installs_nothing(bookwatch, dsn, seed_tables):
+    result = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", "-t", "nope")
+    assert result.exit_code == 1
+    assert error_line(result.stderr).startswith("Error: Table not found: public.nope")
+    assert trigger_rows(seed_tables) == [] and not has_schema(seed_tables)
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["bookings; drop table guests", 'bookings"; drop table guests; --', "public.bookings'--"],
+)
+def test_hostile_table_names_are_only_ever_names(bookwatch, dsn, seed_tables, hostile):
+    result = bookwatch("install-triggers", "--dsn", dsn, "-t", hostile)
+    assert result.exit_code in (1, 2)
+    assert error_line(result.stderr).startswith("Error:")
+    assert "Traceback" not in result.stderr
+    assert trigger_rows(seed_tables) == []
+    seed_tables.rollback()
+    assert seed_tables.execute("SELECT to_regclass('public.guests')").fetchone()[0] == "guests"
+
+
+def test_table_without_primary_key_is_refused(bookwatch, dsn, postgresql):
+    postgresql.execute("CREATE TABLE log_lines (line text)")
+    postgresql.commit()
+    result = bookwatch("install-triggers", "--dsn", dsn, "-t", "log_lines")
+    assert result.exit_code == 1
+    assert "has no primary key" in result.stderr
+    assert not has_schema(postgresql)
+
+
+def test_view_is_refused(bookwatch, dsn, seed_tables):
+    seed_tables.execute("CREATE VIEW v AS SELECT * FROM bookings")
+    seed_tables.commit()
+    result = bookwatch("install-triggers", "--dsn", dsn, "-t", "v")
+    assert result.exit_code == 1 and "is not a table" in result.stderr
+
+
+def test_bad_options_are_usage_errors(bookwatch, dsn, seed_tables):
+    cases = [
+        ("--channel", ""),
+        ("--channel", "x" * 64),
+        ("--exclude-column", "nodot"),
+        ("--exclude-column", "guests.x"),  # guests is not being installed
+    ]
+    for option, value in cases:
+        result = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", option, value)
+        assert result.exit_code == 2, (option, value, result.stderr)
+        assert error_line(result.stderr).startswith("Error:")
+    unknown_column = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings",
+                               "--exclude-column", "bookings.nope")
+    assert unknown_column.exit_code == 1 and "no column nope" in unknown_column.stderr
+    assert trigger_rows(seed_tables) == []
+
+
+def test_remove_twice_and_keep_the_log(bookwatch, dsn, seed_tables):
+    bookwatch("install-triggers", "--dsn", dsn)
+    one = bookwatch("remove-triggers", "--dsn", dsn, "-t", "guests")
+    assert one.exit_code == 0
+    assert [name for name, _ in trigger_rows(seed_tables)] == ["bookings", "rooms"]
+    everything = bookwatch("remove-triggers", "--dsn", dsn)
+    assert everything.exit_code == 0 and trigger_rows(seed_tables) == []
+    assert has_schema(seed_tables)  # the change log is kept
+    again = bookwatch("remove-triggers", "--dsn", dsn)
+    assert again.exit_code == 0 and "nothing to do" in again.stderr
+    dropped = bookwatch("remove-triggers", "--dsn", dsn, "--drop-log")
+    assert dropped.exit_code == 0 and not has_schema(seed_tables)
+    assert bookwatch("remove-triggers", "--dsn", dsn, "--drop-log").exit_code == 0
+
+
+def test_drop_log_refuses_while_other_tables_use_it(bookwatch, dsn, seed_tables):
+    bookwatch("install-triggers", "--dsn", dsn)
+    result = bookwatch("remove-triggers", "--dsn", dsn, "-t", "guests", "--drop-log")
+    assert result.exit_code == 2 and "still use" in result.stderr
+    assert len(trigger_rows(seed_tables)) == 3
+
+
+def test_status_json_reports_log_and_queue(bookwatch, dsn, seed_tables):
+    empty = json.loads(bookwatch("status", "--json", "--dsn", dsn).stdout)
+    assert empty["tables"] == [] and empty["change_log"] is None
+    bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings")
+    seed_tables.execute("INSERT INTO bookings VALUES (1, 'a'), (2, 'b')")
+    seed_tables.commit()
+    status = json.loads(bookwatch("status", "--json", "--dsn", dsn).stdout)
+    assert status["schema_version"] == 1
+    assert status["change_log"]["rows"] == 2
+    assert status["change_log"]["max_seq"] - status["change_log"]["min_seq"] == 1
+    assert 0.0 <= status["notification_queue_usage"] < 1.0
+    text = bookwatch("status", "--dsn", dsn)
+    assert "public.bookings" in text.stdout and "Change log: 2 rows" in text.stdout
+
+
+def test_init_demo_creates_fills_and_resets(bookwatch, dsn, postgresql):
+    created = bookwatch("init-demo", "--dsn", dsn)
+    assert created.exit_code == 0, created.stderr
+    postgresql.autocommit = True  # hold no locks between CLI calls
+    count = postgresql.execute("SELECT count(*) FROM bookings WHERE id = 123").fetchone()[0]
+    assert count == 1
+    columns = {row[0] for row in postgresql.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'bookings'")}
+    assert {"reservierungsnummer", "gesamtpreis", "guest_id", "room_id", "anreise", "abreise",
+            "updated_at", "version"} <= columns
+    postgresql.execute("UPDATE bookings SET gesamtpreis = 1 WHERE id = 123")
+    postgresql.execute(
+        "INSERT INTO bookings (reservierungsnummer, guest_id, room_id, anreise, abreise,"
+        " gesamtpreis) VALUES ('R-NEW', 1, 1, '2027-01-01', '2027-01-02', 9)"
+    )
+    assert bookwatch("init-demo", "--dsn", dsn).exit_code == 0  # keeps data
+    kept = postgresql.execute("SELECT gesamtpreis FROM bookings WHERE id = 123").fetchone()[0]
+    assert kept == 1
+    assert bookwatch("init-demo", "--dsn", dsn, "--reset").exit_code == 0
+    reset = postgresql.execute("SELECT gesamtpreis FROM bookings WHERE id = 123").fetchone()[0]
+    assert reset != 1
+    assert len(trigger_rows(postgresql)) == 3
+
+
+def test_unreachable_database_is_one_error_line_without_password(bookwatch):
+    result = bookwatch("status", "--dsn", "postgresql://anna:s3cret-pw@127.0.0.1:1/db")
+    assert result.exit_code == 1
+    assert error_line(result.stderr).startswith(
+        "Error: Cannot connect to PostgreSQL at anna@127.0.0.1:1/db")
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_dsn_is_a_usage_error_without_echoing_it(bookwatch):
+    result = bookwatch("status", "--dsn", "postgresql://u:pw-123@host/db?nonsense=1")
+    assert result.exit_code == 2
+    assert "pw-123" not in result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    quiet = run_bookwatch("status", "--dsn", "postgresql://127.0.0.1:1/db")
+    loud = run_bookwatch("--debug", "status", "--dsn", "postgresql://127.0.0.1:1/db")
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr
+    assert loud.returncode == 1 and "Traceback" in loud.stderr
+
+
+def test_embedded_server_is_the_default(tmp_path):
+    """No DSN anywhere: bookwatch starts its own server, says so, and stops it afterwards."""
+    env = embedded_env(tmp_path / "home")
+    demo = run_bookwatch("init-demo", env=env)
+    assert demo.returncode == 0, demo.stderr
+    assert "using the embedded PostgreSQL" in demo.stderr
+    assert "Warning" not in demo.stderr and "warn" not in demo.stderr.lower()
+    status = run_bookwatch("status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    assert len(json.loads(status.stdout)["tables"]) == 3
+    postmaster = tmp_path / "home" / "pgdata" / "postmaster.pid"
+    assert not postmaster.exists()  # the last process stopped the server
