@@ -1,5 +1,6 @@
-"""Listener processes: a group of ChangeStreams sharing one event loop, and the raw baseline
-(one plain psycopg connection reading ``notifies()`` and ``json.loads``).
+"""Listener processes: a group of listeners sharing one event loop (each with its own
+ChangeStream, or with ``--hub`` all subscribed to one ChangeStream through a Hub), and the raw
+baseline (one plain psycopg connection reading ``notifies()`` and ``json.loads``).
 
 Each records, per listener, which event keys it got (to count lost and duplicated events) and
 the latency of each first receipt: its clock at receipt minus the ``ts`` the writer put in the

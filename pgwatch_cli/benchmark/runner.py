@@ -110,6 +110,10 @@ def _sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+class _NoFailureReported(Exception):
+    """No child said why it failed within the grace period."""
+
+
 class _Phases:
     """Start the children, run the write phase without trigger, then with it, collect."""
 
@@ -191,7 +195,8 @@ class _Phases:
             self.links.start.wait(_READY_TIMEOUT_S)
         except threading.BrokenBarrierError:
             # A writer broke the barrier because it failed; its FAILED message says why.
-            self._expect(FAILED, 1, timeout=_STOP_GRACE_S)
+            with contextlib.suppress(_NoFailureReported):
+                self._expect(FAILED, 1, timeout=_STOP_GRACE_S)
             raise BenchmarkFailed("A writer stopped before the write phase began.") from None
         phases: list[writer.WritePhase] = self._expect(WRITES, self.options.writers, timeout=None)
         written = sum(p.written for p in phases)
@@ -213,6 +218,8 @@ class _Phases:
             except queue.Empty:
                 self._check_children()
                 if deadline is not None and time.monotonic() > deadline:
+                    if kind == FAILED:
+                        raise _NoFailureReported() from None
                     raise BenchmarkFailed(
                         f"Timed out waiting for the benchmark's processes ({kind})."
                     ) from None

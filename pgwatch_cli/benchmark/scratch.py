@@ -130,7 +130,7 @@ def drop(conn: psycopg.Connection[Any], scratch: Scratch) -> None:
     """
 
     def plan() -> triggers.Plan:
-        statements: list[sql.Composable] = [
+        statements: list[triggers.Statement] = [
             sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(scratch.schema))
         ]
         if _bookwatch_schema_exists(conn):
