@@ -45,6 +45,11 @@ def seed_story(console: Console, report: SeedReport) -> None:
         console.print()
         console.print(timeline)
     console.print(_seed_summary(report))
+    console.print(
+        "[dim]merge rebases only when the columns differ: had Ben changed the price too, it "
+        "would report a conflict rather than overwrite Anna's (the storm counts those as "
+        "clashes: bookwatch simulate --scenario storm).[/dim]"
+    )
 
 
 def _seed_summary(report: SeedReport) -> Table:

@@ -33,6 +33,10 @@ SETUP_ACTOR = "bookwatch simulate"
 ANNA_SAVES_AT_MS = 300.0
 BEN_SAVES_AT_MS = 900.0
 BARRIER_TIMEOUT_S = 10.0
+# The words the demo page (server/demo_api.py) shows on a 409: the seed's red error.
+CONFLICT_MESSAGE = (
+    "This booking was modified by another user. Reload it to see their changes, then save again."
+)
 
 
 @dataclass(frozen=True)
@@ -86,9 +90,6 @@ def toast_text(actor: str, ago_ms: float) -> str:
 
 def money(value: Any) -> str:
     return f"{Decimal(str(value)):,.2f}"
-
-
-CONFLICT_MESSAGE = "This booking was modified by another user. Please reload."
 
 
 async def original(area: Scratch) -> Copy:
