@@ -27,7 +27,17 @@ _bookwatch() {
             if [[ $cur == -* ]]; then
                 _bookwatch_reply -W "--debug --help --version -h"
             else
-                _bookwatch_reply -W "init-demo install-triggers remove-triggers status tail"
+                _bookwatch_reply -W "bench init-demo install-triggers remove-triggers serve simulate status tail"
+            fi
+            ;;
+        bench)
+            case "$prev" in
+                --dsn|--duration|--events|--listeners|--payload-bytes|--rate|--writers) COMPREPLY=(); return ;;
+            esac
+            if [[ $cur == -* ]]; then
+                _bookwatch_reply -W "--dsn --durable --duration --embedded --events --help --hub --json --listeners --no-durable --payload-bytes --rate --writers -h"
+            else
+                COMPREPLY=()
             fi
             ;;
         init-demo)
@@ -56,6 +66,27 @@ _bookwatch() {
             esac
             if [[ $cur == -* ]]; then
                 _bookwatch_reply -W "--drop-log --dry-run --dsn --embedded --help --schema --table -h -t"
+            else
+                COMPREPLY=()
+            fi
+            ;;
+        serve)
+            case "$prev" in
+                --allow-origin|--channel|--client-buffer|--dsn|--heartbeat|--host|--port|--schema|--token) COMPREPLY=(); return ;;
+            esac
+            if [[ $cur == -* ]]; then
+                _bookwatch_reply -W "--allow-origin --channel --client-buffer --demo --dsn --embedded --heartbeat --help --host --insecure --port --schema --token -h"
+            else
+                COMPREPLY=()
+            fi
+            ;;
+        simulate)
+            case "$prev" in
+                --bookings|--dsn|--rounds|--seed|--think-ms|--users) COMPREPLY=(); return ;;
+                --scenario) _bookwatch_reply -W "seed storm"; return ;;
+            esac
+            if [[ $cur == -* ]]; then
+                _bookwatch_reply -W "--bookings --dsn --embedded --help --json --rounds --scenario --seed --think-ms --users -h"
             else
                 COMPREPLY=()
             fi

@@ -6,11 +6,29 @@ complete -c bookwatch -f
 complete -c bookwatch -n '__fish_use_subcommand' -l debug -d 'Show tracebacks (also BOOKWATCH_DEBUG=1).'
 complete -c bookwatch -n '__fish_use_subcommand' -l help -s h -d 'Show this message and exit.'
 complete -c bookwatch -n '__fish_use_subcommand' -l version -d 'Show the version.'
+complete -c bookwatch -n '__fish_use_subcommand' -a bench -d 'Measure notify latency, delivery and trigger write overhead on a scratch schema.'
 complete -c bookwatch -n '__fish_use_subcommand' -a init-demo -d 'Create the seed\'s demo tables (bookings, guests, rooms) with data, and install triggers.'
 complete -c bookwatch -n '__fish_use_subcommand' -a install-triggers -d 'Install the change-capture function and triggers (idempotent, one transaction).'
 complete -c bookwatch -n '__fish_use_subcommand' -a remove-triggers -d 'Remove bookwatch triggers (all, or --table); the change log stays unless --drop-log.'
+complete -c bookwatch -n '__fish_use_subcommand' -a serve -d 'Relay change events to browsers over Server-Sent Events (GET /events).'
+complete -c bookwatch -n '__fish_use_subcommand' -a simulate -d 'Play the seed\'s edit conflict three ways (baseline, refresh, merge) on a scratch schema.'
 complete -c bookwatch -n '__fish_use_subcommand' -a status -d 'Show installed triggers, the change log and the notification queue.'
 complete -c bookwatch -n '__fish_use_subcommand' -a tail -d 'Stream change events live: a table on a terminal, JSON lines when piped.'
+
+# bench
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l dsn -x -d 'PostgreSQL connection string. Default: $BOOKWATCH_DSN, $DATABASE_URL, libpq environment (PGHOST…), else the embedded server.'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l durable -d 'Benchmark the durable trigger (change log, seq) or the plain one.'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l duration -x -d 'Write for this many seconds instead of --events.'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l events -x -d 'Events to write in total [default: 2000].'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l help -s h -d 'Show this message and exit.'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l hub -d 'Listeners of a process share one ChangeStream through the in-process hub, as serve does (default: one connection each).'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l json -d 'Print one JSON object.'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l listeners -x -d 'ChangeStream listeners (one connection each).'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l no-durable -d 'Benchmark the durable trigger (change log, seq) or the plain one.'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l payload-bytes -x -d 'Approximate NOTIFY payload size per event.'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l rate -x -d 'Events/s over all writers; 0 = as fast as possible.'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l writers -x -d 'Writer processes (one connection each).'
 
 # init-demo
 complete -c bookwatch -n '__fish_seen_subcommand_from init-demo' -l channel -x -d 'NOTIFY channel the events are sent on.'
@@ -40,6 +58,33 @@ complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l embedd
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l help -s h -d 'Show this message and exit.'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l schema -x -d 'Schema for table names given without one.'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l table -s t -x -d 'Table to watch (repeatable); may be schema-qualified.'
+
+# serve
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l allow-origin -x -d 'Let pages from this origin use the server (CORS; repeatable).'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l channel -x -d 'NOTIFY channel the events are sent on.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l client-buffer -x -d 'Events a slow client may fall behind before it is reset.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l demo -d 'Serve the seed\'s booking editor at / (needs init-demo).'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l dsn -x -d 'PostgreSQL connection string. Default: $BOOKWATCH_DSN, $DATABASE_URL, libpq environment (PGHOST…), else the embedded server.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l heartbeat -x -d 'Seconds between heartbeat comments on idle streams.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l help -s h -d 'Show this message and exit.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l host -x -d 'Address to listen on (non-loopback needs --token).'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l insecure -d 'Allow a non-loopback --host without a token.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l port -x -d 'Port to listen on (0: any free).'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l schema -x -d 'Schema of the demo tables (with --demo).'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l token -x -d 'Require this bearer token (header, or ?token= for EventSource).'
+
+# simulate
+complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l bookings -x -d 'storm: how many bookings they share (default 3).'
+complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l dsn -x -d 'PostgreSQL connection string. Default: $BOOKWATCH_DSN, $DATABASE_URL, libpq environment (PGHOST…), else the embedded server.'
+complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
+complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l help -s h -d 'Show this message and exit.'
+complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l json -d 'Print one JSON object.'
+complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l rounds -x -d 'storm: edits per user (default 10).'
+complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l scenario -x -a 'seed storm' -d 'seed: the seed\'s story of booking #123; storm: many users at once.'
+complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l seed -x -d 'Make the users\' choices reproducible (default: random, and printed).'
+complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l think-ms -x -d 'storm: mean think time per edit, in ms (default 300).'
+complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l users -x -d 'storm: simulated users, one connection each (default 8).'
 
 # status
 complete -c bookwatch -n '__fish_seen_subcommand_from status' -l dsn -x -d 'PostgreSQL connection string. Default: $BOOKWATCH_DSN, $DATABASE_URL, libpq environment (PGHOST…), else the embedded server.'
