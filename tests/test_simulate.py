@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,7 +20,7 @@ from pgwatch_cli.simulation.bookings import Copy
 from pgwatch_cli.simulation.report import percentiles
 from pgwatch_cli.simulation.seed import toast_text
 from pgwatch_cli.simulation.strategies import Strategy, concerns, react, rebase
-from tests.fix_cli import Invoke, run_bookwatch
+from tests.fix_cli import Invoke, embedded_env, run_bookwatch
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -246,9 +247,10 @@ def _wait_for_users(
     raise AssertionError("the simulated users never connected")
 
 
-def test_embedded_default_tells_the_story(clean_env: None) -> None:
+def test_embedded_default_tells_the_story(tmp_path: Path) -> None:
     """No DSN anywhere: the embedded server is started and the seed story told on it."""
-    result = run_bookwatch("simulate", "--seed", "1", env={"COLUMNS": "160"}, timeout=180)
+    env = {**embedded_env(tmp_path / "home"), "COLUMNS": "160"}
+    result = run_bookwatch("simulate", "--seed", "1", env=env, timeout=180)
     assert result.returncode == 0, result.stderr
     assert "embedded PostgreSQL" in result.stderr
     assert "Traceback" not in result.stderr
