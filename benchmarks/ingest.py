@@ -1,0 +1,273 @@
+"""What ChangeStream costs over a bare psycopg listener, measured side by side in one run.
+
+(a) Ingest ceiling: N notifications are queued for two listening connections at once; each
+    reader then drains its share as fast as it can: raw ``notifies()`` + ``json.loads`` vs
+    ChangeStream (parse, validate, dedupe) into a consumer that does nothing.
+(b) Delivery delay at a steady rate: one writer sends timestamped events at R/s while a raw
+    listener and a ChangeStream listener, each in its own process, note receipt minus send time.
+
+Usage: python benchmarks/ingest.py [--dsn DSN] [--events 100000] [--rate 500] [--seconds 10]
+Works on a scratch database it creates and drops; nothing else is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgwatch_cli.listener import ChangeStream
+
+CHANNEL = "bench_ingest"
+BATCH = 10_000
+# A realistic UPDATE event (~330 bytes); seq, id and timestamp are filled in per event.
+EVENT_SQL = """
+SELECT pg_notify(%(channel)s, format(
+  '{"v":1,"seq":%%s,"table":"bookings","schema":"public","action":"UPDATE","id":%%s,'
+  '"pk":{"id":%%s},"actor":"Anna","changed":["gesamtpreis","updated_at"],'
+  '"diff":{"gesamtpreis":[100.0,120.0],"updated_at":["2026-11-28T06:40:00+00:00",'
+  '"2026-11-28T06:41:00+00:00"]},"truncated":false,"txid":90211,"timestamp":"%%s"}',
+  g, g %% 1000, g %% 1000,
+  to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
+FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g
+"""
+
+
+def payload(seq: int, sent_at: float) -> str:
+    stamp = datetime.fromtimestamp(sent_at, UTC).isoformat()
+    return json.dumps({
+        "v": 1, "seq": seq, "table": "bookings", "schema": "public", "action": "UPDATE",
+        "id": seq % 1000, "pk": {"id": seq % 1000}, "actor": "Anna",
+        "changed": ["gesamtpreis"], "diff": {"gesamtpreis": [100, 120]}, "truncated": False,
+        "txid": 90211, "timestamp": stamp,
+    }, separators=(",", ":"))
+
+
+# -- (a) ingest ceiling --------------------------------------------------------------------------
+
+
+async def raw_listener(dsn: str) -> psycopg.AsyncConnection[Any]:
+    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+    return conn
+
+
+async def drain_raw(conn: psycopg.AsyncConnection[Any], events: int) -> float:
+    started = time.perf_counter()
+    count = 0
+    async for note in conn.notifies():
+        json.loads(note.payload)
+        count += 1
+        if count == events:
+            break
+    return events / (time.perf_counter() - started)
+
+
+async def drain_stream(stream: ChangeStream, events: int) -> float:
+    started = time.perf_counter()
+    count = 0
+    async for _event in stream:
+        count += 1
+        if count == events:
+            break
+    return events / (time.perf_counter() - started)
+
+
+def send_batch(dsn: str, first: int, events: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for start in range(first, first + events, BATCH):
+            last = min(start + BATCH, first + events) - 1
+            conn.execute(EVENT_SQL, {"channel": CHANNEL, "first": start, "last": last})
+
+
+async def ingest_round(dsn: str, events: int, first_seq: int) -> tuple[float, float]:
+    raw = await raw_listener(dsn)
+    try:
+        async with ChangeStream(dsn, channel=CHANNEL, notice=lambda _m: None) as stream:
+            await asyncio.to_thread(send_batch, dsn, first_seq, events)
+            # Both connections have the same N notifications pending; drain one after the
+            # other so neither reader competes with the other for the CPU.
+            raw_rate = await drain_raw(raw, events)
+            stream_rate = await drain_stream(stream, events)
+    finally:
+        await raw.close()
+    return raw_rate, stream_rate
+
+
+# -- (b) delivery delay at a steady rate ---------------------------------------------------------
+
+
+def _delay_ms(stamp: str) -> float:
+    return (time.time() - datetime.fromisoformat(stamp).timestamp()) * 1000
+
+
+async def _listen_raw(dsn: str, events: int, ready: Any, deadline: float) -> list[float]:
+    conn = await raw_listener(dsn)
+    delays: list[float] = []
+    async with conn:
+        ready.set()
+        while len(delays) < events and time.time() < deadline:
+            async for note in conn.notifies(timeout=1.0):
+                delays.append(_delay_ms(json.loads(note.payload)["timestamp"]))
+                if len(delays) == events:
+                    break
+    return delays
+
+
+async def _listen_stream(dsn: str, events: int, ready: Any, deadline: float) -> list[float]:
+    delays: list[float] = []
+    async with ChangeStream(dsn, channel=CHANNEL, notice=lambda _m: None) as stream:
+        ready.set()
+        try:
+            async with asyncio.timeout(max(deadline - time.time(), 0.1)):
+                async for event in stream:
+                    delays.append(_delay_ms(event.timestamp))
+                    if len(delays) == events:
+                        break
+        except TimeoutError:
+            pass
+    return delays
+
+
+def listener_process(kind: str, dsn: str, events: int, ready: Any, results: Any,
+                     deadline: float) -> None:
+    listen = _listen_raw if kind == "raw" else _listen_stream
+    results.put((kind, asyncio.run(listen(dsn, events, ready, deadline))))
+
+
+def steady_writer(dsn: str, rate: float, events: int, first_seq: int) -> float:
+    """Send ``events`` events at ``rate``/s on an absolute schedule; returns the rate achieved."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        started = time.perf_counter()
+        for number in range(events):
+            due = started + number / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            conn.execute(
+                "SELECT pg_notify(%s, %s)", (CHANNEL, payload(first_seq + number, time.time()))
+            )
+        return events / (time.perf_counter() - started)
+
+
+def delay_run(dsn: str, rate: float, seconds: float, first_seq: int) -> dict[str, Any]:
+    events = int(rate * seconds)
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    deadline = time.time() + seconds + 60
+    readies = []
+    processes = []
+    for kind in ("raw", "stream"):
+        ready = context.Event()
+        process = context.Process(
+            target=listener_process, args=(kind, dsn, events, ready, results, deadline)
+        )
+        process.start()
+        readies.append(ready)
+        processes.append(process)
+    for ready in readies:
+        if not ready.wait(60):
+            raise SystemExit("a listener process did not start")
+    achieved = steady_writer(dsn, rate, events, first_seq)
+    delays = dict(results.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(30)
+    summary: dict[str, Any] = {"rate_achieved": round(achieved, 1), "events": events}
+    for kind, values in delays.items():
+        summary[kind] = {
+            "received": len(values),
+            "p50_ms": round(percentile(values, 50), 3),
+            "p90_ms": round(percentile(values, 90), 3),
+            "p99_ms": round(percentile(values, 99), 3),
+        }
+    summary["added_p50_ms"] = round(summary["stream"]["p50_ms"] - summary["raw"]["p50_ms"], 3)
+    return summary
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+# -- scratch database and main ------------------------------------------------------------------
+
+
+def scratch_database(dsn: str) -> tuple[str, str]:
+    name = f"bookwatch_bench_ingest_{os.getpid()}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name, psycopg.conninfo.make_conninfo(dsn, dbname=name)
+
+
+def drop_database(dsn: str, name: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", default=os.environ.get(
+        "BOOKWATCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--events", type=int, default=100_000, help="per ingest round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    name, dsn = scratch_database(args.dsn)
+    try:
+        rounds = [
+            asyncio.run(ingest_round(dsn, args.events, 1 + n * args.events))
+            for n in range(args.rounds)
+        ]
+        delay = delay_run(dsn, args.rate, args.seconds, 1)
+    finally:
+        drop_database(args.dsn, name)
+
+    raw_rates = [raw for raw, _ in rounds]
+    stream_rates = [stream for _, stream in rounds]
+    ratios = [stream / raw for raw, stream in rounds]
+    result = {
+        "ingest": {
+            "events_per_round": args.events,
+            "raw_per_s": [round(rate) for rate in raw_rates],
+            "stream_per_s": [round(rate) for rate in stream_rates],
+            "ratio_median": round(statistics.median(ratios), 3),
+            "target_ratio": 0.5,
+        },
+        "delay": {**delay, "rate": args.rate, "target_added_p50_ms": 0.3},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    ingest = result["ingest"]
+    print(f"Ingest ceiling ({args.events} events/round, {args.rounds} rounds):")
+    for number, (raw, stream) in enumerate(rounds, 1):
+        print(f"  round {number}: raw {raw:9.0f}/s   ChangeStream {stream:9.0f}/s   "
+              f"ratio {stream / raw:.2f}")
+    print(f"  median ratio {ingest['ratio_median']:.2f}  (target >= 0.50)")
+    print(f"Delivery delay at {args.rate:.0f}/s for {args.seconds:.0f} s "
+          f"(achieved {delay['rate_achieved']}/s):")
+    for kind in ("raw", "stream"):
+        row = delay[kind]
+        print(f"  {kind:6}  received {row['received']:6}  p50 {row['p50_ms']:.3f} ms  "
+              f"p90 {row['p90_ms']:.3f} ms  p99 {row['p99_ms']:.3f} ms")
+    print(f"  added at p50: {delay['added_p50_ms']:+.3f} ms  (target <= +0.3 ms)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
