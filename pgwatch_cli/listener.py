@@ -182,20 +182,23 @@ class ChangeStream:
                 await self._close_connection()
 
     async def _live(self, conn: AsyncConn) -> AsyncIterator[ChangeEvent]:
+        heard_at = monotonic()
         while True:
-            idle = True
-            async with contextlib.aclosing(conn.notifies(timeout=self.check_interval)) as notes:
+            quiet_for = monotonic() - heard_at
+            if quiet_for >= self.check_interval:
+                # Nothing arrived for a while: make sure that is silence, not a dead peer.
+                await _check_alive(conn, self.check_interval + 3.0)
+                heard_at = monotonic()
+                self._report_invalid()
+                quiet_for = 0.0
+            wait = self.check_interval - quiet_for
+            async with contextlib.aclosing(conn.notifies(timeout=wait)) as notes:
                 async for note in notes:
-                    idle = False
+                    heard_at = monotonic()
                     self.stats.received += 1
                     event = self._accept(note.payload)
                     if event is not None:
                         yield event
-            if idle:
-                # Nothing arrived for a while: make sure that is silence, not a dead peer.
-                async with asyncio.timeout(self.check_interval + 3.0):
-                    await conn.execute("SELECT 1")
-                self._report_invalid()
 
     def _accept(self, payload: str) -> ChangeEvent | None:
         try:
@@ -314,6 +317,23 @@ class ChangeStream:
         )
         self._invalid_pending = 0
         self._invalid_noticed_at = now
+
+
+async def _check_alive(conn: AsyncConn, timeout: float) -> None:
+    """A cheap round trip; TimeoutError when the server does not answer within ``timeout``."""
+    check = asyncio.create_task(conn.execute("SELECT 1"))
+    try:
+        done, _ = await asyncio.wait({check}, timeout=timeout)
+    finally:
+        if not check.done():
+            # Cancelling the query would make psycopg send a cancel request and wait up to
+            # 10 s for a peer that does not answer; dropping the connection first skips that.
+            conn.pgconn.finish()
+            check.cancel()
+            await asyncio.gather(check, return_exceptions=True)
+    if not done:
+        raise TimeoutError("no answer to the liveness check")
+    check.result()
 
 
 def _reason(exc: BaseException) -> str:

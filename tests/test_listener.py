@@ -366,3 +366,90 @@ def test_server_restart_under_a_running_stream_loses_nothing(own_server: Any) ->
     assert committed == list(range(200))
     assert [event.id for event in received] == list(range(200))
     assert notices.matching("lost the connection") and notices.matching("reconnected after")
+
+
+# -- a connection that goes silent (dropped TCP, frozen peer) -------------------------------------
+
+
+class FreezableProxy:
+    """A TCP proxy to the server whose existing connections can be made to go silent, like a
+    peer that vanished without closing: no RST, no FIN, just no answers."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._upstream = (host, port)
+        self._gates: list[asyncio.Event] = []
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def freeze(self) -> None:
+        for gate in self._gates:
+            gate.clear()
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for handler in self._handlers:
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        gate = asyncio.Event()
+        gate.set()
+        self._gates.append(gate)
+        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        try:
+            await asyncio.gather(
+                self._pump(reader, up_writer, gate), self._pump(up_reader, writer, gate)
+            )
+        finally:
+            writer.close()
+            up_writer.close()
+
+    @staticmethod
+    async def _pump(
+        source: asyncio.StreamReader, sink: asyncio.StreamWriter, gate: asyncio.Event
+    ) -> None:
+        while data := await source.read(65536):
+            await gate.wait()
+            sink.write(data)
+            await sink.drain()
+
+
+def test_a_silently_dead_connection_is_noticed_within_ten_seconds(
+    items: str, test_server: Any
+) -> None:
+    if str(test_server.host).startswith("/"):
+        pytest.skip("the test server listens on a Unix socket only")
+    lost_at: list[float] = []
+
+    def notice(message: str) -> None:
+        if "lost the connection" in message:
+            lost_at.append(time.monotonic())
+
+    async def scenario() -> tuple[list[ChangeEvent], float]:
+        proxy = FreezableProxy(test_server.host, test_server.port)
+        port = await proxy.start()
+        through_proxy = psycopg.conninfo.make_conninfo(items, host="127.0.0.1", port=port)
+        try:
+            async with ChangeStream(through_proxy, notice=notice) as stream:  # default interval
+                await asyncio.to_thread(write_items, items, range(2))
+                received = await collect(stream, 2)
+                proxy.freeze()
+                frozen_at = time.monotonic()
+                await asyncio.to_thread(write_items, items, range(2, 5))
+                received += await collect(stream, 3)  # needs: noticed, reconnected, replayed
+        finally:
+            await proxy.close()
+        return received, frozen_at
+
+    received, frozen_at = run(scenario())
+    assert [event.id for event in received] == [0, 1, 2, 3, 4]
+    print(f"noticed after {lost_at[0] - frozen_at:.1f} s")
+    assert len(lost_at) == 1 and lost_at[0] - frozen_at < 10
