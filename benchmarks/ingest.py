@@ -90,18 +90,39 @@ def send_batch(dsn: str, first: int, events: int) -> None:
             conn.execute(EVENT_SQL, {"channel": CHANNEL, "first": start, "last": last})
 
 
-async def ingest_round(dsn: str, events: int, first_seq: int) -> tuple[float, float]:
+async def ingest_round(
+    dsn: str, events: int, first_seq: int, stream_first: bool
+) -> tuple[float, float]:
     raw = await raw_listener(dsn)
     try:
         async with ChangeStream(dsn, channel=CHANNEL, notice=lambda _m: None) as stream:
             await asyncio.to_thread(send_batch, dsn, first_seq, events)
             # Both connections have the same N notifications pending; drain one after the
-            # other so neither reader competes with the other for the CPU.
-            raw_rate = await drain_raw(raw, events)
-            stream_rate = await drain_stream(stream, events)
+            # other (alternating who goes first) so neither competes with the other.
+            if stream_first:
+                stream_rate = await drain_stream(stream, events)
+                raw_rate = await drain_raw(raw, events)
+            else:
+                raw_rate = await drain_raw(raw, events)
+                stream_rate = await drain_stream(stream, events)
     finally:
         await raw.close()
     return raw_rate, stream_rate
+
+
+def client_cost_us(repeat: int = 50_000) -> tuple[float, float]:
+    """CPU per event on the client alone: json.loads vs parse + validate + dedupe."""
+    stream = ChangeStream("", notice=lambda _m: None)
+    texts = [payload(seq, time.time()) for seq in range(1, repeat + 1)]
+    started = time.perf_counter()
+    for text in texts:
+        json.loads(text)
+    raw = time.perf_counter() - started
+    started = time.perf_counter()
+    for text in texts:
+        stream._accept(text)
+    parsed = time.perf_counter() - started
+    return raw / repeat * 1e6, parsed / repeat * 1e6
 
 
 # -- (b) delivery delay at a steady rate ---------------------------------------------------------
@@ -222,7 +243,7 @@ def main() -> None:
     parser.add_argument("--dsn", default=os.environ.get(
         "BOOKWATCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--events", type=int, default=100_000, help="per ingest round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", action="store_true")
@@ -231,9 +252,10 @@ def main() -> None:
     name, dsn = scratch_database(args.dsn)
     try:
         rounds = [
-            asyncio.run(ingest_round(dsn, args.events, 1 + n * args.events))
+            asyncio.run(ingest_round(dsn, args.events, 1 + n * args.events, n % 2 == 1))
             for n in range(args.rounds)
         ]
+        raw_us, stream_us = client_cost_us()
         delay = delay_run(dsn, args.rate, args.seconds, 1)
     finally:
         drop_database(args.dsn, name)
@@ -248,6 +270,8 @@ def main() -> None:
             "stream_per_s": [round(rate) for rate in stream_rates],
             "ratio_median": round(statistics.median(ratios), 3),
             "target_ratio": 0.5,
+            "client_cpu_us_per_event": {"json_loads": round(raw_us, 2),
+                                        "changestream": round(stream_us, 2)},
         },
         "delay": {**delay, "rate": args.rate, "target_added_p50_ms": 0.3},
     }
@@ -260,6 +284,8 @@ def main() -> None:
         print(f"  round {number}: raw {raw:9.0f}/s   ChangeStream {stream:9.0f}/s   "
               f"ratio {stream / raw:.2f}")
     print(f"  median ratio {ingest['ratio_median']:.2f}  (target >= 0.50)")
+    print(f"  client CPU per event alone: json.loads {raw_us:.2f} us, "
+          f"ChangeStream parse+validate+dedupe {stream_us:.2f} us")
     print(f"Delivery delay at {args.rate:.0f}/s for {args.seconds:.0f} s "
           f"(achieved {delay['rate_achieved']}/s):")
     for kind in ("raw", "stream"):

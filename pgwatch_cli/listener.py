@@ -125,6 +125,7 @@ class ChangeStream:
             # between that query and LISTEN; later reconnects replay from the same cursor.
             self.last_seq = newest
         self._conn = conn
+        self.connected = True
         return self
 
     async def __aexit__(self, *exc: object) -> None:
