@@ -55,7 +55,7 @@ async def read_log(
     page: int = 1000,
     *,
     on_invalid: Callable[[int, InvalidPayload], None] | None = None,
-) -> AsyncIterator[ChangeEvent]:
+) -> AsyncGenerator[ChangeEvent]:
     """The change log of ``channel`` after seq ``after``, oldest first, ``page`` rows a query.
 
     A row that is not a valid event is skipped (reported to ``on_invalid``), never fatal.
@@ -81,6 +81,10 @@ class ChangeStream:
     Use as ``async with ChangeStream(dsn) as stream: async for event in stream: ...``.
     Events without a seq (``--no-durable`` triggers) are passed through undeduplicated and
     cannot be recovered after an outage; the stream says so when it happens.
+
+    The connection is read (and checked for liveness) while someone iterates; in between,
+    notifications wait in the connection, so a consumer that pauses loses nothing. Keep
+    iterating (``Hub.run`` does) to notice a dead connection within ``check_interval`` + 5 s.
     """
 
     def __init__(
@@ -164,25 +168,28 @@ class ChangeStream:
                 self.connected = True
                 replayed = 0
                 if self._durable and self.last_seq is not None:
-                    async for event in read_log(
+                    log = read_log(
                         conn, self.channel, self.last_seq, on_invalid=self._invalid_logged
-                    ):
-                        if self._fresh(event):
-                            replayed += 1
-                            self.stats.replayed += 1
-                            yield event
+                    )
+                    async with contextlib.aclosing(log):
+                        async for event in log:
+                            if self._fresh(event):
+                                replayed += 1
+                                self.stats.replayed += 1
+                                yield event
                 if lost_at is not None:
                     self._recovered(monotonic() - lost_at, replayed)
                     lost_at = None
-                async for event in self._live(conn):
-                    yield event
+                async with contextlib.aclosing(self._live(conn)) as live:
+                    async for event in live:
+                        yield event
             except _CONNECTION_LOST as exc:
                 if lost_at is None:
                     lost_at = monotonic()
                     self.notice(f"lost the connection to PostgreSQL ({_reason(exc)}); reconnecting")
                 await self._close_connection()
 
-    async def _live(self, conn: AsyncConn) -> AsyncIterator[ChangeEvent]:
+    async def _live(self, conn: AsyncConn) -> AsyncGenerator[ChangeEvent]:
         heard_at = monotonic()
         while True:
             quiet_for = monotonic() - heard_at

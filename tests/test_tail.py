@@ -191,14 +191,16 @@ def test_bad_option_values_are_usage_errors(bookwatch: Invoke, bad: list[str]) -
 def test_on_a_terminal_it_draws_a_live_table(changes: str) -> None:
     leader, follower = pty.openpty()
     env = {**os.environ, "COLUMNS": "120", "LINES": "30"}
-    tail = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "pgwatch_cli", "tail", "--dsn", changes, "--since", "0",
          "--timeout", "2"],
         stdout=follower, stderr=subprocess.PIPE, env=env,
-    )
-    os.close(follower)
-    screen = read_all(leader, tail)
-    assert tail.returncode == 0
+    ) as tail:
+        os.close(follower)
+        screen = read_all(leader, tail)
+        assert tail.stderr is not None
+        err = tail.stderr.read().decode()
+    assert tail.returncode == 0, err
     assert "bookwatch tail" in screen
     for word in ("INSERT", "UPDATE", "DELETE", "Cleo", "note", "label"):
         assert word in screen
