@@ -246,6 +246,32 @@ def test_without_change_log_it_reconnects_and_says_what_was_lost(dsn: str) -> No
     assert notices.matching("could not be recovered")
 
 
+def test_non_durable_triggers_reconnect_and_say_what_was_lost(dsn: str) -> None:
+    make_items(dsn, durable=False)
+    notices = Notices()
+
+    async def write_when_back(stream: ChangeStream, old_pid: int) -> None:
+        while stream.backend_pid in (old_pid, None) or not stream.connected:
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(write_items, dsn, range(1, 2))
+
+    async def scenario() -> list[ChangeEvent]:
+        async with ChangeStream(dsn, notice=notices, check_interval=0.5) as stream:
+            await asyncio.to_thread(write_items, dsn, range(1))
+            received = await collect(stream, 1)
+            pid = stream.backend_pid
+            assert pid is not None
+            await asyncio.to_thread(terminate, dsn, pid)
+            writer = asyncio.create_task(write_when_back(stream, pid))
+            received += await collect(stream, 1)
+            await writer
+            return received
+
+    received = run(scenario())
+    assert [(event.id, event.seq) for event in received] == [(0, None), (1, None)]
+    assert notices.matching("could not be recovered")
+
+
 def notify_plain(dsn: str, item: int) -> None:
     """A valid seq-less event, as non-durable triggers send it."""
     payload = json.dumps({
