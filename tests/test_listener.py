@@ -210,6 +210,20 @@ def test_junk_rows_in_the_log_are_skipped_on_replay(items: str) -> None:
     assert stream.stats.invalid == 1 and notices.matching("change log seq")
 
 
+def test_since_older_than_the_log_says_what_is_missing(items: str) -> None:
+    write_items(items, range(6))
+    with psycopg.connect(items, autocommit=True) as conn:
+        conn.execute("DELETE FROM bookwatch.change_log WHERE seq <= 3")  # pruned
+    notices = Notices()
+
+    async def replay() -> list[ChangeEvent]:
+        async with ChangeStream(items, since=1, notice=notices) as stream:
+            return await collect(stream, 3)
+
+    assert [event.seq for event in run(replay())] == [4, 5, 6]
+    assert notices == ["the change log starts at seq 4; events 2..3 are no longer there"]
+
+
 def test_read_log_pages_through_everything(items: str) -> None:
     write_items(items, range(25))
 
