@@ -301,36 +301,37 @@ def tail(
         list[str] | None,
         typer.Option(
             "--table", "-t", help="Only this table (repeatable); NAME or SCHEMA.NAME.",
-            show_default=False,
+            metavar="TABLE", show_default=False,
         ),
     ] = None,
     action: Annotated[
         list[str] | None,
         typer.Option(
             "--action", "-a", help="Only this action (repeatable): INSERT, UPDATE or DELETE.",
-            callback=_action_names, autocompletion=_action_choices, show_default=False,
+            callback=_action_names, autocompletion=_action_choices, metavar="ACTION",
+            show_default=False,
         ),
     ] = None,
     row_id: Annotated[
         list[str] | None,
         typer.Option("--id", help="Only the row with this primary key (repeatable).",
-                     show_default=False),
+                     metavar="ID", show_default=False),
     ] = None,
     actor: Annotated[
         list[str] | None,
         typer.Option("--actor", help="Only changes made by this actor (repeatable).",
-                     show_default=False),
+                     metavar="NAME", show_default=False),
     ] = None,
     channel: ChannelOption = triggers.DEFAULT_CHANNEL,
     count: Annotated[
         int | None,
         typer.Option("--count", min=1, help="Exit after this many matching events.",
-                     show_default=False),
+                     metavar="N", show_default=False),
     ] = None,
     timeout: Annotated[
         float | None,
         typer.Option("--timeout", min=0, help="Exit after this many seconds.",
-                     show_default=False),
+                     metavar="SECONDS", show_default=False),
     ] = None,
     since: Annotated[
         int | None,
