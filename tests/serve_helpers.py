@@ -93,9 +93,10 @@ class SseReader:
     url: str
     params: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
-    events: queue.Queue[Received | BaseException | None] = field(default_factory=queue.Queue)
-    status: int | None = None
-    opened: threading.Event = field(default_factory=threading.Event)
+    events: queue.Queue[Received | BaseException | None] = field(
+        default_factory=queue.Queue, init=False)
+    status: int | None = field(default=None, init=False)
+    opened: threading.Event = field(default_factory=threading.Event, init=False)
 
     def __post_init__(self) -> None:
         self._response: httpx.Response | None = None

@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+"""Load test of ``bookwatch serve``: many concurrent SSE clients, events at a steady rate.
+
+Runs everything on loopback: a scratch database, ``bookwatch serve`` as a subprocess, one or
+two client processes holding raw asyncio sockets (each reads ``/events`` and counts frames; a
+few spread-out "probe" clients also timestamp every event), and a writer committing one
+UPDATE per event at ``--rate``. Reports, as one JSON object (and a summary on stderr):
+
+- delivery: events written vs received per client (min/max), clients cut or lost;
+- latency commit -> client for the probes (p50/p90/p99/max, ms; the event's ``timestamp`` is
+  taken by the deferred trigger right before commit);
+- server RSS before clients, with all clients connected idle, and at peak; RSS per client;
+- server and client CPU (% of one core) during the load phase;
+- connect time for all clients and how long the server takes to stop with all of them open.
+
+Usage: python benchmarks/sse_load.py --clients 1000 --rate 100 --duration 20
+Bounded: at most --max-clients (10000) clients, --duration at most 120 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import re
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+import psutil
+import psycopg
+
+SCRATCH_DB = "bookwatch_sse_load"
+# The writer bumps n by one per event: the new n names the write, the timestamp the trigger's
+# clock right before commit.
+PROBED = re.compile(rb'"diff":\{"n":\[\d+,(\d+)\]\}.*?"timestamp":"([^"]+)"')
+PROBES = 50
+
+
+def raise_fd_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# -- clients (in their own processes) ------------------------------------------------------
+
+
+class Reader(asyncio.Protocol):
+    """One SSE client on a raw socket: counts change frames; a probe also times them."""
+
+    def __init__(self, probe: bool, latencies: list[tuple[int, float, float]]) -> None:
+        self.probe = probe
+        self.latencies = latencies
+        self.buffer = b""
+        self.changes = 0
+        self.resets = 0
+        self.closed = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(b"GET /events?table=sse_load HTTP/1.1\r\nHost: bench\r\n\r\n")
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        self.buffer += data
+        end = self.buffer.rfind(b"\n\n")
+        if end < 0:
+            return
+        complete, self.buffer = self.buffer[: end + 2], self.buffer[end + 2 :]
+        self.changes += complete.count(b"event: change\n")
+        self.resets += complete.count(b"event: reset\n")
+        if self.probe:
+            for n, stamp in PROBED.findall(complete):
+                stamped = datetime.fromisoformat(stamp.decode()).timestamp()
+                self.latencies.append((int(n), stamped, now))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+
+
+async def run_clients(
+    host: str, port: int, count: int, probe_every: int, stop: Any, report: Any, index: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    latencies: list[tuple[int, float, float]] = []
+    readers: list[Reader] = []
+    failed = 0
+    gate = asyncio.Semaphore(200)  # connect in waves, not one SYN flood
+
+    async def connect(number: int) -> None:
+        nonlocal failed
+        async with gate:
+            reader = Reader(number % probe_every == 0, latencies)
+            try:
+                await loop.create_connection(lambda: reader, host, port)
+            except OSError:
+                failed += 1
+                return
+            readers.append(reader)
+
+    started = time.monotonic()
+    await asyncio.gather(*(connect(number + index) for number in range(count)))
+    report.put(("connected", index, len(readers), failed, time.monotonic() - started))
+    while not stop.is_set():
+        await asyncio.sleep(0.2)
+    counts = [reader.changes for reader in readers]
+    report.put(("done", index, {
+        "counts": counts,
+        "resets": sum(reader.resets for reader in readers),
+        "closed_by_server": sum(reader.closed for reader in readers),
+        "latencies": latencies,
+        "cpu_s": sum(os.times()[:2]),
+    }))
+    for reader in readers:
+        if reader.transport is not None:
+            reader.transport.close()
+
+
+def client_process(host: str, port: int, count: int, probe_every: int, stop: Any,
+                   report: Any, index: int) -> None:
+    raise_fd_limit()
+    asyncio.run(run_clients(host, port, count, probe_every, stop, report, index))
+
+
+# -- the database and the server -----------------------------------------------------------
+
+
+def prepare_database(admin_dsn: str) -> str:
+    from pgwatch_cli import triggers
+    from pgwatch_cli.tables import TableRef
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
+        conn.execute(f"CREATE DATABASE {SCRATCH_DB}")
+    dsn = psycopg.conninfo.make_conninfo(admin_dsn, dbname=SCRATCH_DB)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE TABLE sse_load (id integer PRIMARY KEY, n integer NOT NULL)")
+        conn.execute("INSERT INTO sse_load VALUES (1, 0)")
+        conn.commit()
+        triggers.run(conn, lambda: triggers.plan_install(
+            conn, [TableRef("public", "sse_load")], channel=triggers.DEFAULT_CHANNEL,
+            durable=True, excluded={}))
+    return dsn
+
+
+def drop_database(admin_dsn: str) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
+
+
+def start_server(dsn: str, client_buffer: int) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pgwatch_cli", "serve", "--dsn", dsn, "--port", "0",
+         "--client-buffer", str(client_buffer)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        match = re.search(r"serving on (http://\S+)", line)
+        if match:
+            # Keep draining stderr so the server never blocks on a full pipe.
+            threading.Thread(target=lambda: [None for _ in process.stderr or ()],
+                             daemon=True).start()
+            return process, match.group(1)
+    raise SystemExit("the server did not start")
+
+
+def write_events(dsn: str, rate: float, duration: float) -> dict[int, float]:
+    """Commit one UPDATE (one event) every 1/rate s for ``duration`` s; returns, per new value
+    of n, the wall time the commit returned to the writer."""
+    committed: dict[int, float] = {}
+    written = 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        started = time.monotonic()
+        while time.monotonic() - started < duration:
+            row = conn.execute("UPDATE sse_load SET n = n + 1 WHERE id = 1 RETURNING n").fetchone()
+            assert row is not None
+            committed[row[0]] = time.time()
+            written += 1
+            pause = written / rate - (time.monotonic() - started)
+            if pause > 0:
+                time.sleep(pause)
+    return committed
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 2)
+
+
+def clients_open(url: str) -> int:
+    return int(httpx.get(url + "/healthz", timeout=30).json()["clients"])
+
+
+def metric(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return float("nan")
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    raise_fd_limit()
+    dsn = prepare_database(args.dsn)
+    server, url = start_server(dsn, args.client_buffer)
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    proc = psutil.Process(server.pid)
+    result: dict[str, Any] = {"clients": args.clients, "rate": args.rate,
+                              "duration_s": args.duration, "client_processes": args.procs}
+    context = mp.get_context("spawn")
+    stop, report = context.Event(), context.Queue()
+    workers = []
+    try:
+        clients_open(url)
+        time.sleep(1)
+        rss_before = proc.memory_info().rss
+        share = args.clients // args.procs
+        probe_every = max(1, args.clients // PROBES)
+        for index in range(args.procs):
+            count = share + (args.clients - share * args.procs if index == 0 else 0)
+            worker = context.Process(target=client_process, args=(
+                host, int(port), count, probe_every, stop, report, index))
+            worker.start()
+            workers.append(worker)
+        connected, failed, connect_s = 0, 0, 0.0
+        for _ in workers:
+            _, _, ok, bad, took = report.get(timeout=300)
+            connected, failed, connect_s = connected + ok, failed + bad, max(connect_s, took)
+        deadline = time.monotonic() + 60
+        while clients_open(url) < connected and time.monotonic() < deadline:
+            time.sleep(0.2)
+        result["connected"] = connected
+        result["connect_failed"] = failed
+        result["connect_s"] = round(connect_s, 2)
+        result["server_sees_clients"] = clients_open(url)
+        time.sleep(2)
+        rss_idle = proc.memory_info().rss
+
+        cpu_before = sum(proc.cpu_times()[:2])
+        started = time.monotonic()
+        peak = [rss_idle]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                peak[0] = max(peak[0], proc.memory_info().rss)
+                time.sleep(0.5)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        committed = write_events(dsn, args.rate, args.duration)
+        cpu_writing = sum(proc.cpu_times()[:2]) - cpu_before
+        writing_s = time.monotonic() - started
+        written = len(committed)
+        time.sleep(args.settle)
+        load_s = time.monotonic() - started
+        cpu_server = sum(proc.cpu_times()[:2]) - cpu_before
+        sampling.set()
+        sampler.join()
+
+        cut = metric(url, "bookwatch_sse_lagging_clients_cut_total")
+        still_open = clients_open(url)
+        result["server_stop_s"] = stop_server(server)  # with every client still connected
+        stop.set()
+        parts = [report.get(timeout=120)[2] for _ in workers]
+        counts = [count for part in parts for count in part["counts"]]
+        probed = [value for part in parts for value in part["latencies"]]
+        # Commit returned to the writer -> client read it (what a user waits for), and the
+        # trigger's pre-commit clock -> client (adds the commit's WAL flush).
+        latencies = [(seen - committed[n]) * 1000 for n, _, seen in probed if n in committed]
+        from_trigger = [(seen - stamped) * 1000 for _, stamped, seen in probed]
+        complete = sum(count == written for count in counts)
+        result.update({
+            "events_written": written,
+            "clients_with_every_event": complete,
+            "received_min": min(counts, default=0),
+            "received_max": max(counts, default=0),
+            "lagging_cut": cut,
+            "resets_seen": sum(part["resets"] for part in parts),
+            "clients_open_after_load": still_open,
+            "latency_ms": {"samples": len(latencies), "p50": percentile(latencies, 0.5),
+                           "p90": percentile(latencies, 0.9),
+                           "p99": percentile(latencies, 0.99),
+                           "max": round(max(latencies), 2) if latencies else None,
+                           "mean": round(statistics.fmean(latencies), 2) if latencies else None},
+            "latency_from_trigger_clock_ms": {"p50": percentile(from_trigger, 0.5),
+                                              "p99": percentile(from_trigger, 0.99)},
+            "server_rss_mb": {"before_clients": round(rss_before / 2**20, 1),
+                              "clients_idle": round(rss_idle / 2**20, 1),
+                              "peak_under_load": round(peak[0] / 2**20, 1)},
+            "server_rss_per_client_kb": round((rss_idle - rss_before) / max(1, connected) / 1024,
+                                              1),
+            "server_rss_per_client_under_load_kb": round(
+                (peak[0] - rss_before) / max(1, connected) / 1024, 1),
+            "server_cpu_pct_of_one_core": round(100 * cpu_writing / writing_s, 1),
+            "server_cpu_pct_incl_settle": round(100 * cpu_server / load_s, 1),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+            "client_cpu_s_total": round(sum(part["cpu_s"] for part in parts), 1),
+        })
+        for worker in workers:
+            worker.join(30)
+        return result
+    finally:
+        stop.set()
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
+        if server.poll() is None:
+            stop_server(server)
+        drop_database(args.dsn)
+
+
+def stop_server(server: subprocess.Popen[str]) -> float:
+    """SIGTERM, and how long the graceful shutdown took."""
+    begun = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+    return round(time.monotonic() - begun, 2)
+
+
+def summary(result: dict[str, Any]) -> str:
+    latency = result.get("latency_ms", {})
+    return (
+        f"{result['clients']} clients @ {result['rate']}/s: connected {result.get('connected')}"
+        f" (failed {result.get('connect_failed')}, {result.get('connect_s')} s); "
+        f"every event to {result.get('clients_with_every_event')} clients "
+        f"(min {result.get('received_min')}/{result.get('events_written')}); "
+        f"cut {result.get('lagging_cut')}; latency p50 {latency.get('p50')} ms "
+        f"p99 {latency.get('p99')} ms max {latency.get('max')} ms; "
+        f"RSS/client {result.get('server_rss_per_client_kb')} KB idle, "
+        f"{result.get('server_rss_per_client_under_load_kb')} KB peak; "
+        f"server CPU {result.get('server_cpu_pct_of_one_core')}% of a core"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", default=os.environ.get(
+        "BOOKWATCH_BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help=f"an admin connection; the scratch database {SCRATCH_DB} is created and dropped")
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=10.0, help="events per second")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of writing")
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds to wait for delivery after the last write")
+    parser.add_argument("--procs", type=int, default=2, help="client processes (1-2)")
+    parser.add_argument("--client-buffer", type=int, default=1000)
+    parser.add_argument("--max-clients", type=int, default=10000)
+    args = parser.parse_args()
+    if not 1 <= args.clients <= args.max_clients or not 0 < args.duration <= 120:
+        parser.error("--clients must be 1..--max-clients and --duration at most 120 s")
+    if not 1 <= args.procs <= 4 or args.rate <= 0:
+        parser.error("--procs must be 1..4 and --rate positive")
+    result = run(args)
+    print(summary(result), file=sys.stderr)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
