@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -349,6 +350,7 @@ def own_server() -> Iterator[Any]:
         yield server
     finally:
         server.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def restart(server: Any, pause: float) -> None:
