@@ -107,3 +107,22 @@ def test_anna_saves_ben_sees_the_toast_reloads_and_a_stale_save_conflicts(
         expect(anna.locator("#presence")).to_be_hidden()
         anna.context.close()
 
+
+
+def test_with_a_token_the_page_passes_it_to_the_api_and_the_stream(
+    demo_dsn: str, browser: Any
+) -> None:
+    with running_server(demo_dsn, demo=True, token="s3cret") as server:
+        page = browser.new_context().new_page()
+        page.set_default_timeout(15_000)
+        denied = page.goto(f"{server.url}/?user=Clara&booking=7")
+        assert denied is not None and denied.status == 401
+        page.goto(f"{server.url}/?user=Clara&booking=7&token=s3cret")
+        expect(page.locator("#editor-title")).to_contain_text("#7")
+        expect(page.locator("#connection")).to_have_text("live")
+        expect(page.locator("#bookings tbody tr")).to_have_count(200)
+        page.locator("#status").select_option("storniert")
+        page.locator("#save").click()
+        expect(page.locator("#saved")).to_be_visible()
+        expect(page.locator('#bookings tr[data-id="7"]')).to_contain_text("storniert")
+        page.context.close()
