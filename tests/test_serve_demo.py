@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from pgwatch_cli.server.demo_api import CONFLICT_MESSAGE
-from tests.serve_helpers import SseReader, install_demo, running_server
+from tests.serve_helpers import SseReader, bump_price, install_demo, running_server
 
 
 @pytest.fixture
@@ -37,11 +37,20 @@ def test_page_is_served_with_script_and_style_inlined(demo_dsn: str) -> None:
     assert "new EventSource(" in page.text and "--accent" in page.text
 
 
-def test_list_and_one_booking_with_its_version_as_etag(demo_dsn: str) -> None:
+def test_list_and_one_booking_with_its_version_as_etag(
+    demo_dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
     with running_server(demo_dsn, demo=True) as server:
-        listing = httpx.get(server.url + "/api/bookings", timeout=10).json()
+        before = httpx.get(server.url + "/api/bookings", timeout=10)
+        seq = bump_price(postgresql, 1)
+        after = httpx.get(server.url + "/api/bookings", timeout=10)
+        listing = after.json()
         one = httpx.get(server.url + "/api/bookings/123", timeout=10)
         missing = httpx.get(server.url + "/api/bookings/99999", timeout=10)
+    # The newest change the list shows, so a stream can resume right after it.
+    assert before.headers["x-bookwatch-seq"] == str(seq - 1)
+    assert after.headers["x-bookwatch-seq"] == str(seq)
+    assert listing[0]["version"] == 2
     assert len(listing) == 200 and listing[122]["id"] == 123
     assert one.headers["etag"] == '"1"'
     booking = one.json()

@@ -106,7 +106,7 @@ def create_app(relay: Relay, settings: AppSettings) -> Starlette:
         Route("/metrics", metrics_text),
     ]
     if settings.demo_schema is not None:
-        routes += demo_api.routes(relay.connections, settings.demo_schema)
+        routes += demo_api.routes(relay.connections, settings.demo_schema, relay.stream.channel)
 
     middleware = [
         # Outermost, so a browser's preflight (which never carries the token) is answered and
@@ -116,7 +116,7 @@ def create_app(relay: Relay, settings: AppSettings) -> Starlette:
             allow_origins=list(settings.allow_origins),
             allow_methods=["GET", "PUT"],
             allow_headers=["Authorization", "If-Match", "Last-Event-ID", demo_api.ACTOR_HEADER],
-            expose_headers=["ETag"],
+            expose_headers=["ETag", demo_api.SEQ_HEADER],
         )
     ]
     if settings.token:

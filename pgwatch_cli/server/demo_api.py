@@ -22,12 +22,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from pgwatch_cli import demo
+from pgwatch_cli import demo, sqlfiles
 from pgwatch_cli.errors import BookwatchError
 from pgwatch_cli.server.connections import Connections
 from pgwatch_cli.tables import TableRef
 
 ACTOR_HEADER = "X-Bookwatch-User"
+SEQ_HEADER = "X-Bookwatch-Seq"
 CONFLICT_MESSAGE = (
     "This booking was modified by another user. Reload it to see their changes, then save again."
 )
@@ -106,7 +107,17 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
-def routes(connections: Connections, schema: str) -> list[BaseRoute]:
+async def _newest_seq(conn: psycopg.AsyncConnection[Any], channel: str) -> int | None:
+    cursor = await conn.execute("SELECT to_regclass('bookwatch.change_log') IS NOT NULL")
+    exists = await cursor.fetchone()
+    if not exists or not exists[0]:
+        return None
+    cursor = await conn.execute(sqlfiles.query("log_newest_seq"), {"channel": channel})
+    row = await cursor.fetchone()
+    return int(row[0]) if row is not None else None
+
+
+def routes(connections: Connections, schema: str, channel: str) -> list[BaseRoute]:
     names = {name: TableRef(schema, name).identifier() for name in demo.DEMO_TABLES}
     select = sql.SQL(_SELECT).format(**names)
     list_query = select + sql.SQL(" ORDER BY b.id")
@@ -123,10 +134,16 @@ def routes(connections: Connections, schema: str) -> list[BaseRoute]:
         return HTMLResponse(page())
 
     async def list_bookings(request: Request) -> Response:
-        async with connections.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
-            await cursor.execute(list_query)
-            rows = await cursor.fetchall()
-        return JSONResponse([_booking(row) for row in rows])
+        # One snapshot for the rows and the newest seq visible in it: a stream opened with
+        # last_event_id = that seq brings exactly the changes the list does not show yet.
+        async with connections.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            async with conn.cursor(row_factory=dict_row) as cursor:
+                await cursor.execute(list_query)
+                rows = await cursor.fetchall()
+            seq = await _newest_seq(conn, channel)
+        headers = {SEQ_HEADER: str(seq)} if seq is not None else None
+        return JSONResponse([_booking(row) for row in rows], headers=headers)
 
     async def get_booking(request: Request) -> Response:
         booking_id: int = request.path_params["booking_id"]

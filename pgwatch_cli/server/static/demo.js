@@ -31,7 +31,7 @@ async function api(path, options = {}) {
   if (token) headers.Authorization = "Bearer " + token;
   const response = await fetch(path, {...options, headers});
   const body = await response.json().catch(() => ({}));
-  return {status: response.status, ok: response.ok, body};
+  return {status: response.status, ok: response.ok, body, headers: response.headers};
 }
 
 function streamUrl() {
@@ -72,8 +72,10 @@ function setConnection(live) {
 // -- the list -------------------------------------------------------------------------------
 
 async function loadList() {
-  const {ok, body} = await api("/api/bookings");
+  const {ok, body, headers} = await api("/api/bookings");
   if (!ok) return;
+  // The newest change the list already shows: the stream resumes right after it, no gap.
+  if (!lastEventId) lastEventId = headers.get("X-Bookwatch-Seq");
   bookings.clear();
   for (const booking of body) bookings.set(booking.id, booking);
   renderList();
