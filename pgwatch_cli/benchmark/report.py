@@ -151,7 +151,7 @@ class BenchReport:
             "durable": opts.durable,
             "events_requested": opts.events,
             "duration_s": opts.duration,
-            "rate_events_per_s": opts.rate or None,
+            "rate_events_per_s": opts.rate,  # 0: as fast as possible
             "writers": opts.writers,
             "listeners": opts.listeners,
             "listener_mode": "hub" if opts.hub else "connection_each",
@@ -181,6 +181,7 @@ class BenchReport:
             "hub_subscribers_cut": self.subscribers_cut,
             "reconnects": self.reconnects,
             "invalid_payloads": self.invalid_payloads,
+            "listener_notices": self.notices,
             "healthy": self.healthy,
         }
 
