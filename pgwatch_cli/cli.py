@@ -366,8 +366,8 @@ def tail(
 def bench(
     events: Annotated[
         int | None,
-        typer.Option("--events", help="Events to write in total [default: 2000].",
-                     show_default=False),
+        typer.Option("--events", help="Events to write in total (default 2000).",
+                     metavar="N", show_default=False),
     ] = None,
     duration: Annotated[
         float | None,
@@ -375,16 +375,19 @@ def bench(
                      metavar="SECONDS", show_default=False),
     ] = None,
     rate: Annotated[
-        float, typer.Option("--rate", help="Events/s over all writers; 0 = as fast as possible.")
+        float, typer.Option("--rate", metavar="R",
+                            help="Events/s over all writers; 0 = as fast as possible.")
     ] = 0.0,
     writers: Annotated[
-        int, typer.Option("--writers", help="Writer processes (one connection each).")
+        int, typer.Option("--writers", metavar="W", help="Writer processes (one connection each).")
     ] = 1,
     listeners: Annotated[
-        int, typer.Option("--listeners", help="ChangeStream listeners (one connection each).")
+        int, typer.Option("--listeners", metavar="L",
+                          help="ChangeStream listeners (one connection each; see --hub).")
     ] = 1,
     payload_bytes: Annotated[
-        int, typer.Option("--payload-bytes", help="Approximate NOTIFY payload size per event.")
+        int, typer.Option("--payload-bytes", metavar="B",
+                          help="Approximate NOTIFY payload size per event.")
     ] = 500,
     durable: Annotated[
         bool,
