@@ -146,6 +146,29 @@ def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(
     assert "bookwatch_sse_resumes_total 1" in metrics
 
 
+def test_clients_get_every_event_once_across_a_lost_listener_connection(
+    demo_dsn: str, postgresql: psycopg.Connection[Any], server_dsn: str
+) -> None:
+    total = 150
+    done = threading.Event()
+    with running_server(demo_dsn) as server, SseReader(server.url) as reader:
+        writer = threading.Thread(target=_write_continuously, args=(demo_dsn, total, done))
+        writer.start()
+        seen = [int(reader.next().id) for _ in range(20)]
+        with psycopg.connect(server_dsn, autocommit=True) as admin:
+            pid = server.relay.stream.backend_pid
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        writer.join(60)
+        final = newest_seq(postgresql)
+        while seen[-1] < final:
+            seen.append(int(reader.next(timeout=30).id))
+        metrics = httpx.get(server.url + "/metrics", timeout=10).text
+    logged = [row[0] for row in postgresql.execute(
+        "SELECT seq FROM bookwatch.change_log ORDER BY seq").fetchall()]
+    assert seen == logged[logged.index(seen[0]):]
+    assert "bookwatch_listener_reconnects_total 1" in metrics
+
+
 def test_resume_after_the_log_was_trimmed_gets_a_reset(
     demo_dsn: str, postgresql: psycopg.Connection[Any]
 ) -> None:

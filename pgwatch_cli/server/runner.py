@@ -50,6 +50,10 @@ class ServerBindFailed(BookwatchError):
     """The server could not listen on the requested address."""
 
 
+class ServeFailed(BookwatchError):
+    """The server stopped because relaying events failed."""
+
+
 @dataclass(frozen=True)
 class Running:
     """A started server, as ``serve`` reports it once it accepts connections."""
@@ -129,14 +133,21 @@ async def _serve(
         )
         server = RelayServer(uvicorn_config(create_app(relay, settings)), relay)
         server.started_hook = lambda: ready(Running(url_of(listening), relay, server))
-        background = [asyncio.create_task(hub.run()), asyncio.create_task(relay.watchdog())]
+        pump = asyncio.create_task(hub.run())
+        background = [pump, asyncio.create_task(relay.watchdog())]
+        for task in background:
+            # Serving without events would look healthy and be useless: stop instead.
+            task.add_done_callback(lambda _task: setattr(server, "should_exit", True))
         try:
             await server.serve(sockets=[listening])
         finally:
             for task in background:
                 task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            outcomes = await asyncio.gather(*background, return_exceptions=True)
             await connections.close()
+        failure = next((outcome for outcome in outcomes if isinstance(outcome, Exception)), None)
+        if failure is not None:
+            raise ServeFailed(f"The event relay failed: {failure}") from failure
         return server.stopped_by
 
 

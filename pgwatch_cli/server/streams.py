@@ -23,7 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 from pgwatch_cli import sqlfiles
 from pgwatch_cli.errors import DatabaseUnreachable
 from pgwatch_cli.events import ChangeEvent, InvalidPayload
-from pgwatch_cli.hub import Hub, SubscriberLagged, Subscription
+from pgwatch_cli.hub import Hub, SourceEnded, SubscriberLagged, Subscription
 from pgwatch_cli.listener import ChangeStream, read_log
 from pgwatch_cli.server import sse
 from pgwatch_cli.server.connections import AsyncConn, Connections
@@ -188,6 +188,8 @@ class ClientStream:
                 return Ending.SOURCE_ENDED
         except SubscriberLagged:
             return Ending.LAGGING
+        except SourceEnded:
+            return Ending.SOURCE_ENDED
         except TimeoutError:
             return self._ending or Ending.STOPPING
         finally:
