@@ -36,8 +36,11 @@ def _params(dsn: str, application_name: str) -> dict[str, Any]:
 
 
 def _unreachable(dsn: str, exc: psycopg.OperationalError) -> DatabaseUnreachable:
-    # libpq's first line names the failure (refused, timeout, auth) without the password.
-    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    # libpq's first line names the failure (refused, timeout, auth) without the password,
+    # after a preamble naming the server, which we say our way.
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    reason = first.rsplit("failed: ", 1)[-1].strip()
     return DatabaseUnreachable(
         f"Cannot connect to PostgreSQL at {config.describe(dsn)}: {reason}",
         hint="Check --dsn / BOOKWATCH_DSN, or run without them to use the embedded server.",
