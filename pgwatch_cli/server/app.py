@@ -6,12 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pgwatch_cli.events import ACTIONS
 from pgwatch_cli.server import demo_api, metrics, presence
@@ -70,9 +69,13 @@ class EventsEndpoint:
         self.relay = relay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        if scope["method"] not in ("GET", "HEAD"):
+            response = JSONResponse({"error": "method not allowed"}, status_code=405,
+                                    headers={"Allow": "GET, HEAD"})
+            await response(scope, receive, send)
+            return
         try:
-            parsed = stream_request(request)
+            parsed = stream_request(Request(scope, receive))
         except BadRequest as exc:
             await JSONResponse({"error": str(exc)}, status_code=400)(scope, receive, send)
             return
@@ -82,7 +85,26 @@ class EventsEndpoint:
         await self.relay.open(parsed)(scope, receive, send)
 
 
-def create_app(relay: Relay, settings: AppSettings) -> Starlette:
+class StreamsFirst:
+    """Hands ``/events`` straight to its endpoint, everything else to Starlette.
+
+    Starlette's routing and exception middleware wrap ``send`` twice and keep state per
+    request: for an endless stream that is paid on every event written to every client (and
+    in memory per connection), with nothing to gain since the stream handles its own errors.
+    """
+
+    def __init__(self, events: EventsEndpoint, rest: ASGIApp) -> None:
+        self.events = events
+        self.rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/events":
+            await self.events(scope, receive, send)
+        else:
+            await self.rest(scope, receive, send)
+
+
+def create_app(relay: Relay, settings: AppSettings) -> ASGIApp:
     async def presence_map(request: Request) -> Response:
         return JSONResponse(relay.presence.snapshot())
 
@@ -100,7 +122,6 @@ def create_app(relay: Relay, settings: AppSettings) -> Starlette:
         return PlainTextResponse(metrics.render(samples(relay)), media_type=PROMETHEUS_TEXT)
 
     routes: list[BaseRoute] = [
-        Route("/events", EventsEndpoint(relay), methods=["GET"]),
         Route("/presence", presence_map),
         Route("/healthz", healthz),
         Route("/metrics", metrics_text),
@@ -108,20 +129,18 @@ def create_app(relay: Relay, settings: AppSettings) -> Starlette:
     if settings.demo_schema is not None:
         routes += demo_api.routes(relay.connections, settings.demo_schema, relay.stream.channel)
 
-    middleware = [
-        # Outermost, so a browser's preflight (which never carries the token) is answered and
-        # a 401 still carries the CORS headers the page needs to read it.
-        Middleware(
-            CORSMiddleware,
-            allow_origins=list(settings.allow_origins),
-            allow_methods=["GET", "PUT"],
-            allow_headers=["Authorization", "If-Match", "Last-Event-ID", demo_api.ACTOR_HEADER],
-            expose_headers=["ETag", demo_api.SEQ_HEADER],
-        )
-    ]
+    app: ASGIApp = StreamsFirst(EventsEndpoint(relay), Starlette(routes=routes))
     if settings.token:
-        middleware.append(Middleware(TokenAuth, token=settings.token))
-    return Starlette(routes=routes, middleware=middleware)
+        app = TokenAuth(app, token=settings.token)
+    # Outermost, so a browser's preflight (which never carries the token) is answered and a
+    # 401 still carries the CORS headers the page needs to read it.
+    return CORSMiddleware(
+        app,
+        allow_origins=list(settings.allow_origins),
+        allow_methods=["GET", "PUT"],
+        allow_headers=["Authorization", "If-Match", "Last-Event-ID", demo_api.ACTOR_HEADER],
+        expose_headers=["ETag", demo_api.SEQ_HEADER],
+    )
 
 
 def samples(relay: Relay) -> list[metrics.Sample]:

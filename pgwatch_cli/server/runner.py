@@ -131,10 +131,18 @@ async def _serve(
             token=options.token, allow_origins=tuple(options.allow_origins),
             demo_schema=options.schema if options.demo else None,
         )
-        server = RelayServer(uvicorn_config(create_app(relay, settings)), relay)
-        server.started_hook = lambda: ready(Running(url_of(listening), relay, server))
         pump = asyncio.create_task(hub.run())
         background = [pump, asyncio.create_task(relay.watchdog())]
+
+        def stop_streams() -> None:
+            # The pump first: under a backlog it would keep the loop busy fanning out events
+            # that nobody will be sent.
+            for task in background:
+                task.cancel()
+            relay.stop()
+
+        server = RelayServer(uvicorn_config(create_app(relay, settings)), stop_streams)
+        server.started_hook = lambda: ready(Running(url_of(listening), relay, server))
         for task in background:
             # Serving without events would look healthy and be useless: stop instead.
             task.add_done_callback(lambda _task: setattr(server, "should_exit", True))
@@ -181,9 +189,9 @@ def _quiet_intended_drops() -> None:
 class RelayServer(uvicorn.Server):
     """uvicorn, made to end the endless streams when it shuts down (it would wait for them)."""
 
-    def __init__(self, config: uvicorn.Config, relay: Relay) -> None:
+    def __init__(self, config: uvicorn.Config, stop_streams: Callable[[], None]) -> None:
         super().__init__(config)
-        self.relay = relay
+        self.stop_streams = stop_streams
         self.stopped_by: int | None = None
         self.started_hook: Callable[[], None] | None = None
 
@@ -216,5 +224,5 @@ class RelayServer(uvicorn.Server):
             self.started_hook()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.relay.stop()
+        self.stop_streams()
         await super().shutdown(sockets)
