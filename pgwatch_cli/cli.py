@@ -371,8 +371,9 @@ def bench(
     ] = None,
     duration: Annotated[
         float | None,
-        typer.Option("--duration", help="Write for this many seconds instead of --events.",
-                     metavar="SECONDS", show_default=False),
+        typer.Option("--duration", metavar="SECONDS", show_default=False,
+                     help="Write for this many seconds instead of --events (twice: once "
+                     "without the trigger, once with it)."),
     ] = None,
     rate: Annotated[
         float, typer.Option("--rate", metavar="R",
