@@ -59,6 +59,23 @@ def test_change_event_is_id_seq_event_change_data_wire(
         "gesamtpreis", "version"}
 
 
+def test_one_listen_connection_whatever_the_number_of_clients(
+    demo_dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
+    with running_server(demo_dsn) as server:
+        readers = [SseReader(server.url, params={"table": "bookings"}) for _ in range(20)]
+        seq = bump_price(postgresql, 3)
+        assert all(reader.next().id == str(seq) for reader in readers)
+        rows = postgresql.execute(
+            "SELECT application_name, count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " GROUP BY 1"
+        ).fetchall()
+        for reader in readers:
+            reader.close()
+    assert dict(rows) == {"bookwatch listener": 1}
+
+
 def test_stream_starts_with_a_jittered_retry_hint_and_sends_heartbeats(demo_dsn: str) -> None:
     with running_server(demo_dsn, heartbeat_s=0.3) as server:
         heads = [_raw_head(server.url, "/events", size=60, timeout=10) for _ in range(4)]
