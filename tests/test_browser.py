@@ -102,6 +102,17 @@ def test_anna_saves_ben_sees_the_toast_reloads_and_a_stale_save_conflicts(
         expect(ben.locator("#error")).to_contain_text("modified by another user")
         expect(ben.locator("#bemerkungen")).to_have_value("")  # nothing was overwritten
 
+        # Rows inserted or deleted elsewhere appear and vanish by themselves.
+        with psycopg.connect(demo_dsn, autocommit=True) as writer:
+            writer.execute(
+                "INSERT INTO bookings (id, reservierungsnummer, guest_id, room_id, anreise,"
+                " abreise, gesamtpreis) VALUES (777, 'R-2026-LIVE', 1, 1, '2027-02-01',"
+                " '2027-02-03', 240)"
+            )
+            expect(anna.locator('#bookings tr[data-id="777"]')).to_contain_text("R-2026-LIVE")
+            writer.execute("DELETE FROM bookings WHERE id = 777")
+            expect(anna.locator('#bookings tr[data-id="777"]')).to_have_count(0)
+
         # Ben leaves: Anna's badge goes away.
         ben.context.close()
         expect(anna.locator("#presence")).to_be_hidden()
