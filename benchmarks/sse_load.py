@@ -220,7 +220,11 @@ def metric(url: str, name: str) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit()
     dsn = prepare_database(args.dsn)
-    server, url = start_server(dsn, args.client_buffer)
+    try:
+        server, url = start_server(dsn, args.client_buffer)
+    except BaseException:
+        drop_database(args.dsn)
+        raise
     host, port = url.removeprefix("http://").rsplit(":", 1)
     proc = psutil.Process(server.pid)
     result: dict[str, Any] = {"clients": args.clients, "rate": args.rate,
