@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 Action = Literal["INSERT", "UPDATE", "DELETE"]
 ACTIONS: tuple[Action, ...] = ("INSERT", "UPDATE", "DELETE")
@@ -35,6 +35,9 @@ class ChangeEvent(BaseModel):
     txid: int
     # Kept as sent, so re-serializing gives the same text; validated as an ISO-8601 instant.
     timestamp: str
+    # The payload as the trigger wrote it: relayed verbatim, so values such as numeric 1352.00
+    # or 20-digit numbers reach consumers exactly, not as rounded Python floats.
+    _wire: str | None = PrivateAttr(default=None)
 
     @field_validator("timestamp")
     @classmethod
@@ -61,7 +64,10 @@ class ChangeEvent(BaseModel):
         return ",".join(str(value) for value in self.pk.values())
 
     def to_wire(self) -> str:
-        """The compact JSON line that ``tail --json`` prints and SSE ``data:`` carries."""
+        """The JSON line that ``tail --json`` prints and SSE ``data:`` carries: the payload as
+        received when there is one, else this model serialized."""
+        if self._wire is not None:
+            return self._wire
         return self.model_dump_json(by_alias=True)
 
     def wire_dict(self) -> dict[str, Any]:
@@ -70,8 +76,12 @@ class ChangeEvent(BaseModel):
 
 def parse(payload: str | bytes) -> ChangeEvent:
     try:
-        return ChangeEvent.model_validate_json(payload)
+        event = ChangeEvent.model_validate_json(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "payload"
         raise InvalidPayload(f"{where}: {first['msg']}") from None
+    text = payload.decode() if isinstance(payload, bytes) else payload
+    if "\n" not in text:  # one event per line for JSON-lines and SSE data: fields
+        event._wire = text
+    return event
