@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner, Result
@@ -51,6 +53,22 @@ def run_bookwatch(
         [sys.executable, "-m", "pgwatch_cli", *args],
         capture_output=True, text=True, timeout=timeout,
         env={name: value for name, value in merged.items() if value is not None},
+    )
+
+
+def spawn_bookwatch(*args: str, **popen: Any) -> subprocess.Popen[str]:
+    """The CLI as a running process (text pipes for stdout and stderr unless given).
+
+    SIGINT is reset to its default in the child: a test runner started in the background
+    ignores SIGINT, the child would inherit that, and Ctrl-C tests would hang.
+    """
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgwatch_cli", *args],
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **popen,
     )
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.fix_cli import Invoke
+from tests.fix_cli import Invoke, spawn_bookwatch
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -143,13 +142,8 @@ def test_more_listeners_than_connections_is_refused_clearly(
 
 
 def _start_bench(dsn: str) -> subprocess.Popen[str]:
-    # SIGINT at its default, so the child turns it into KeyboardInterrupt even when the test
-    # runner itself was started in the background (which ignores SIGINT).
-    return subprocess.Popen(
-        [sys.executable, "-m", "pgwatch_cli", "bench", "--dsn", dsn, "--duration", "30",
-         "--rate", "200", "--listeners", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    return spawn_bookwatch(
+        "bench", "--dsn", dsn, "--duration", "30", "--rate", "200", "--listeners", "2"
     )
 
 

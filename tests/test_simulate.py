@@ -7,7 +7,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from pgwatch_cli.simulation.bookings import Copy
 from pgwatch_cli.simulation.report import percentiles
 from pgwatch_cli.simulation.seed import toast_text
 from pgwatch_cli.simulation.strategies import Strategy, concerns, react, rebase
-from tests.fix_cli import Invoke, embedded_env, run_bookwatch
+from tests.fix_cli import Invoke, embedded_env, run_bookwatch, spawn_bookwatch
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -179,13 +178,8 @@ def test_bad_options_are_usage_errors(bookwatch: Invoke, args: list[str], named:
 
 
 def _start_storm(dsn: str) -> subprocess.Popen[str]:
-    # SIGINT at its default, so the child turns it into KeyboardInterrupt even when the test
-    # runner was started in the background (which ignores SIGINT).
-    return subprocess.Popen(
-        [sys.executable, "-m", "pgwatch_cli", "simulate", "--dsn", dsn, "--scenario", "storm",
-         "--users", "3", "--rounds", "500"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    return spawn_bookwatch(
+        "simulate", "--dsn", dsn, "--scenario", "storm", "--users", "3", "--rounds", "500"
     )
 
 

@@ -22,7 +22,7 @@ from pgwatch_cli.events import ChangeEvent, parse
 from pgwatch_cli.listener import ChangeStream
 from pgwatch_cli.tail import LiveTable, format_delay, row_cells
 from tests.capture_helpers import install
-from tests.fix_cli import Invoke, run_bookwatch
+from tests.fix_cli import Invoke, run_bookwatch, spawn_bookwatch
 from tests.test_listener import make_items, write_items
 
 # (table, action, id, actor) of the changes written by the ``changes`` fixture, in order.
@@ -134,10 +134,7 @@ def test_since_seam_has_no_gap_and_no_duplicate(dsn: str) -> None:
 
 def test_ctrl_c_exits_130_without_traceback(dsn: str) -> None:
     make_items(dsn)
-    tail = subprocess.Popen(
-        [sys.executable, "-m", "pgwatch_cli", "tail", "--dsn", dsn],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    tail = spawn_bookwatch("tail", "--dsn", dsn)
     try:
         wait_for_listener(dsn)
         write_items(dsn, range(3))
