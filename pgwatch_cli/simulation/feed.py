@@ -97,6 +97,21 @@ class Inbox:
         self._subscription.close()
 
 
+async def arrivals(
+    inbox: Inbox | None, clock: Clock, deadline_ms: float
+) -> AsyncIterator[Delivery]:
+    """Notifications reaching a user until ``deadline_ms`` on ``clock``; with no inbox (no
+    realtime) this just waits out the time."""
+    while (remaining_ms := deadline_ms - clock.now()) > 0:
+        if inbox is None:
+            await asyncio.sleep(remaining_ms / 1000)
+            return
+        delivery = await inbox.next(remaining_ms / 1000)
+        if delivery is None:
+            return
+        yield delivery
+
+
 class Commits:
     """When each save was committed (clock ms, taken just before COMMIT was sent)."""
 

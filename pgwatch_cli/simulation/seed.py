@@ -21,7 +21,7 @@ from pgwatch_cli.errors import BookwatchError
 from pgwatch_cli.hub import Hub, Subscription
 from pgwatch_cli.simulation import bookings
 from pgwatch_cli.simulation.bookings import Copy, StaleCopy
-from pgwatch_cli.simulation.feed import Clock, Commits, Delivery, Inbox
+from pgwatch_cli.simulation.feed import Clock, Commits, Delivery, Inbox, arrivals
 from pgwatch_cli.simulation.scratch import Scratch
 from pgwatch_cli.simulation.strategies import Strategy, concerns, react, rebase
 
@@ -228,13 +228,7 @@ class _Story:
         copy.pending = {"guest_id": self.edits.guest_id}
         self.step(BEN, f"changes the guest {old_guest} → {self.edits.guest_id} (not saved yet)")
         try:
-            while (remaining := BEN_SAVES_AT_MS - self.clock.now()) > 0:
-                if self.inbox is None:
-                    await asyncio.sleep(remaining / 1000)
-                    break
-                delivery = await self.inbox.next(remaining / 1000)
-                if delivery is None:
-                    break
+            async for delivery in arrivals(self.inbox, self.clock, BEN_SAVES_AT_MS):
                 copy = await self._notified(conn, copy, delivery)
         except _Clash:
             self.run.conflicts += 1

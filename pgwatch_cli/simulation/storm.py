@@ -21,7 +21,7 @@ from pgwatch_cli.errors import DatabaseUnreachable
 from pgwatch_cli.hub import Hub
 from pgwatch_cli.simulation import bookings
 from pgwatch_cli.simulation.bookings import Copy, StaleCopy
-from pgwatch_cli.simulation.feed import Clock, Commits, Inbox
+from pgwatch_cli.simulation.feed import Clock, Commits, Inbox, arrivals
 from pgwatch_cli.simulation.scratch import Scratch
 from pgwatch_cli.simulation.strategies import Strategy, concerns, react, rebase
 
@@ -205,13 +205,7 @@ class _User:
 
     async def think(self, copy: Copy, deadline: float) -> Copy | None:
         """Edit until the deadline, reacting to notifications; None after a merge clash."""
-        while (remaining := deadline - self.clock.now()) > 0:
-            if self.inbox is None:
-                await asyncio.sleep(remaining / 1000)
-                break
-            delivery = await self.inbox.next(remaining / 1000)
-            if delivery is None:
-                break
+        async for delivery in arrivals(self.inbox, self.clock, deadline):
             event = delivery.event
             if event is None:  # cut loose by the hub: events were missed, only a reload is safe
                 copy = await self.reload(copy)
