@@ -27,7 +27,7 @@ def start(home: Path) -> str:
     """Start (or join) the embedded server under ``home`` and return its connection URI."""
     home.mkdir(parents=True, exist_ok=True)
     runtime_dir = home / "run"
-    runtime_dir.mkdir(exist_ok=True)
+    runtime_dir.mkdir(mode=0o700, exist_ok=True)  # platformdirs warns about any wider mode
     # The library computes its lock and socket paths from XDG_RUNTIME_DIR at import time and
     # warns when it is unset; a directory of our own is quieter and never shared by accident.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
