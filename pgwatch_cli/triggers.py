@@ -210,7 +210,6 @@ def plan_remove(
         if all(t.table != table for t in chosen):
             plan.actions.append(f"{table}: not installed, nothing to do")
     remaining = [t for t in current if t not in chosen]
-    schema_exists = conn.execute(sqlfiles.query("schema_exists")).fetchone()
     if drop_log:
         if remaining:
             names = ", ".join(str(t.table) for t in remaining)
@@ -218,7 +217,7 @@ def plan_remove(
                 f"--drop-log drops schema bookwatch, which other tables still use: {names}.",
                 hint="Remove those triggers too (omit --table), or keep the log.",
             )
-        if schema_exists and schema_exists[0]:
+        if log_schema_exists(conn):
             plan.statements.append(sql.SQL("DROP SCHEMA bookwatch CASCADE"))
             plan.actions.append("schema bookwatch (change log included): dropped")
     elif not remaining and _capture_function_exists(conn):
@@ -232,6 +231,39 @@ def take_install_lock(conn: psycopg.Connection[Any]) -> None:
     that keeps a transaction open on the table (DDL needs a moment of exclusive access)."""
     conn.execute("SET LOCAL lock_timeout = '10s'")
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_INSTALL_LOCK,))
+
+
+def log_schema_exists(conn: psycopg.Connection[Any]) -> bool:
+    """Is schema ``bookwatch`` (change log, capture function) installed?"""
+    row = conn.execute(sqlfiles.query("schema_exists")).fetchone()
+    return bool(row and row[0])
+
+
+def plan_scratch_drop(
+    conn: psycopg.Connection[Any], schema: str, channel: str, *, created_log: bool
+) -> Plan:
+    """Remove what a scratch run (simulate, bench) left: its schema (tables and triggers go
+    with it), its channel's log rows, and schema ``bookwatch`` itself when the run created
+    it and nobody else has used it since. Run it through ``run`` so a concurrent install is
+    never undone."""
+    plan = Plan(statements=[
+        sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+    ])
+    if not log_schema_exists(conn):
+        return plan
+    others = [t for t in installed_triggers(conn) if t.table.schema != schema]
+    foreign_rows = conn.execute(
+        "SELECT count(*) FROM bookwatch.change_log WHERE channel <> %s", (channel,)
+    ).fetchone()
+    if created_log and not others and foreign_rows == (0,):
+        plan.statements.append(sql.SQL("DROP SCHEMA bookwatch CASCADE"))
+    else:
+        plan.statements.append(
+            sql.SQL("DELETE FROM bookwatch.change_log WHERE channel = {}").format(
+                sql.Literal(channel)
+            )
+        )
+    return plan
 
 
 def _capture_function_exists(conn: psycopg.Connection[Any]) -> bool:
@@ -277,8 +309,7 @@ class Status:
 
 
 def status(conn: psycopg.Connection[Any]) -> Status:
-    row = conn.execute(sqlfiles.query("schema_exists")).fetchone()
-    has_schema = bool(row and row[0])
+    has_schema = log_schema_exists(conn)
     version = rows = low = high = None
     if has_schema:
         found = conn.execute(sqlfiles.query("schema_version")).fetchone()

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgwatch_cli import sqlfiles, triggers
+from pgwatch_cli import triggers
 from pgwatch_cli.errors import BenchmarkFailed
 from pgwatch_cli.tables import TableRef
 
@@ -45,16 +45,11 @@ class Scratch:
         return self.events_table if with_trigger else self.plain_table
 
 
-def _bookwatch_schema_exists(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute(sqlfiles.query("schema_exists")).fetchone()
-    return bool(row and row[0])
-
-
 def new_scratch(conn: psycopg.Connection[Any]) -> Scratch:
     """Names for a new scratch schema and channel (nothing is created yet)."""
     name = f"bookwatch_bench_{secrets.token_hex(4)}"
     return Scratch(
-        schema=name, channel=name, created_bookwatch_schema=not _bookwatch_schema_exists(conn)
+        schema=name, channel=name, created_bookwatch_schema=not triggers.log_schema_exists(conn)
     )
 
 
@@ -123,34 +118,13 @@ def populate(conn: psycopg.Connection[Any], scratch: Scratch, writers: int, pad:
 
 
 def drop(conn: psycopg.Connection[Any], scratch: Scratch) -> None:
-    """Remove all the run left behind: schema (tables, trigger), its change-log rows, and
-    schema ``bookwatch`` itself when this run created it and nothing else uses it.
-
-    Planned and applied under the installer's lock, so a concurrent install is never undone.
-    """
-
-    def plan() -> triggers.Plan:
-        statements: list[triggers.Statement] = [
-            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(scratch.schema))
-        ]
-        if _bookwatch_schema_exists(conn):
-            others = [
-                t for t in triggers.installed_triggers(conn) if t.table.schema != scratch.schema
-            ]
-            foreign_rows = conn.execute(
-                "SELECT count(*) FROM bookwatch.change_log WHERE channel <> %s", (scratch.channel,)
-            ).fetchone()
-            if scratch.created_bookwatch_schema and not others and foreign_rows == (0,):
-                statements.append(sql.SQL("DROP SCHEMA bookwatch CASCADE"))
-            else:
-                statements.append(
-                    sql.SQL("DELETE FROM bookwatch.change_log WHERE channel = {}").format(
-                        sql.Literal(scratch.channel)
-                    )
-                )
-        return triggers.Plan(statements=statements)
-
-    triggers.run(conn, plan)
+    """Remove all the run left behind (see ``triggers.plan_scratch_drop``)."""
+    triggers.run(
+        conn,
+        lambda: triggers.plan_scratch_drop(
+            conn, scratch.schema, scratch.channel, created_log=scratch.created_bookwatch_schema
+        ),
+    )
 
 
 def leftover_schemas(conn: psycopg.Connection[Any]) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -17,14 +17,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgwatch_cli import db, demo, sqlfiles, triggers
+from pgwatch_cli import db, demo, triggers
 from pgwatch_cli.console import warn
 from pgwatch_cli.errors import BookwatchError, database_failure
 from pgwatch_cli.tables import TableRef
 
 PREFIX = "bookwatch_sim_"
-# Cleanup must not hang on a lock someone else holds; it says what to drop by hand instead.
-_CLEANUP_LOCK_TIMEOUT = "10s"
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ def scratch_area(dsn: str, *, name: str | None = None) -> Iterator[Scratch]:
     """Create the area, yield it, remove every trace of it whatever happens in between."""
     schema = name or new_name()
     with _connect(dsn) as conn:
-        log_existed = _log_exists(conn)
+        log_existed = triggers.log_schema_exists(conn)
     area = Scratch(dsn, schema, log_existed)
     try:
         with _connect(dsn) as conn:
@@ -75,11 +73,6 @@ def _connect(dsn: str) -> psycopg.Connection[Any]:
     return db.connect(dsn, autocommit=True, application_name="bookwatch simulate")
 
 
-def _log_exists(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute(sqlfiles.query("schema_exists")).fetchone()
-    return bool(row and row[0])
-
-
 def _create(conn: psycopg.Connection[Any], area: Scratch) -> None:
     with conn.transaction():
         for statement in demo.create_statements(area.schema):
@@ -98,32 +91,18 @@ def remove(area: Scratch) -> None:
     when this simulation was the one that created it and nobody else uses it since."""
     try:
         with _connect(area.dsn) as conn:
-            with conn.transaction():
-                conn.execute(
-                    "SELECT set_config('lock_timeout', %s, true)", (_CLEANUP_LOCK_TIMEOUT,)
-                )
-                conn.execute(
-                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(area.schema))
-                )
-                if _log_exists(conn):
-                    conn.execute(
-                        "DELETE FROM bookwatch.change_log WHERE channel = %s", (area.channel,)
-                    )
-            if not area.log_existed and _log_exists(conn):
-                _drop_log_if_unused(conn)
+            triggers.run(
+                conn,
+                lambda: triggers.plan_scratch_drop(
+                    conn, area.schema, area.channel, created_log=not area.log_existed
+                ),
+            )
     except (psycopg.Error, BookwatchError) as exc:
         reason = exc.message if isinstance(exc, BookwatchError) else database_failure(exc).message
         raise BookwatchError(
             f"Could not remove the scratch schema {area.schema}: {reason}",
             hint=f"Drop it by hand: DROP SCHEMA {area.schema} CASCADE",
         ) from exc
-
-
-def _drop_log_if_unused(conn: psycopg.Connection[Any]) -> None:
-    # plan_remove refuses to drop the log while other tables' triggers use it: someone may
-    # have installed bookwatch for real while we ran, and their log stays.
-    with suppress(BookwatchError):
-        triggers.run(conn, lambda: triggers.plan_remove(conn, [], drop_log=True))
 
 
 @contextmanager
