@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgwatch_cli.listener import ChangeStream
+from pgwatch_cli.stream.listener import ChangeStream
 
 CHANNEL = "bench_ingest"
 BATCH = 10_000

@@ -139,8 +139,8 @@ def client_process(host: str, port: int, count: int, probe_every: int, stop: Any
 
 
 def prepare_database(admin_dsn: str) -> str:
-    from pgwatch_cli import triggers
-    from pgwatch_cli.tables import TableRef
+    from pgwatch_cli.capture import triggers
+    from pgwatch_cli.capture.tables import TableRef
 
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {SCRATCH_DB}")

@@ -1,4 +1,4 @@
-# bash completion for bookwatch -- generated from the bookwatch CLI by `python -m pgwatch_cli.completion --write`; do not edit by hand.
+# bash completion for bookwatch -- generated from the bookwatch CLI by `python -m devtools.completion --write`; do not edit by hand.
 # Install: source this file, or copy it to
 # ~/.local/share/bash-completion/completions/bookwatch
 

@@ -1,4 +1,4 @@
-# fish completion for bookwatch -- generated from the bookwatch CLI by `python -m pgwatch_cli.completion --write`; do not edit by hand.
+# fish completion for bookwatch -- generated from the bookwatch CLI by `python -m devtools.completion --write`; do not edit by hand.
 # Install: copy to ~/.config/fish/completions/bookwatch.fish
 
 complete -c bookwatch -f

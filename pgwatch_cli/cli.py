@@ -13,10 +13,12 @@ import psycopg
 import typer
 from rich.table import Table
 
-from pgwatch_cli import __version__, config, db, demo, triggers
+from pgwatch_cli import __version__, config, db
+from pgwatch_cli.capture import triggers
+from pgwatch_cli.capture.tables import TableRef
 from pgwatch_cli.console import error, note, stdout
+from pgwatch_cli.demo import schema as demo
 from pgwatch_cli.errors import BenchmarkFailed, BookwatchError, UsageProblem, database_failure
-from pgwatch_cli.tables import TableRef
 
 app = typer.Typer(
     name="bookwatch",
@@ -279,13 +281,13 @@ def init_demo(
 
 def _action_choices() -> list[str]:
     """What shell completion offers after --action (baked into completions/ statically)."""
-    from pgwatch_cli.events import ACTIONS
+    from pgwatch_cli.stream.events import ACTIONS
 
     return list(ACTIONS)
 
 
 def _action_names(values: list[str] | None) -> list[str] | None:
-    from pgwatch_cli.events import ACTIONS
+    from pgwatch_cli.stream.events import ACTIONS
 
     names = [value.upper() for value in values or []]
     for name in names:
@@ -345,14 +347,15 @@ def tail(
     embedded: EmbeddedOption = False,
 ) -> None:
     """Stream change events live: a table on a terminal, JSON lines when piped."""
-    from pgwatch_cli import tail as tailing
+    from pgwatch_cli.commands import tail as tailing
+    from pgwatch_cli.stream.filters import Filters
 
     triggers.check_channel(channel)
     tailing.run(
         tailing.TailOptions(
             dsn=database(dsn, embedded),
             channel=channel,
-            filters=tailing.Filters.of(table or (), action or (), row_id or (), actor or ()),
+            filters=Filters.of(table or (), action or (), row_id or (), actor or ()),
             count=count,
             timeout=timeout,
             since=since,
@@ -405,7 +408,7 @@ def bench(
     embedded: EmbeddedOption = False,
 ) -> None:
     """Measure notify latency, delivery and trigger write overhead on a scratch schema."""
-    from pgwatch_cli import benchmark
+    from pgwatch_cli.commands import bench as benchmark
 
     options = benchmark.checked(
         events=events, duration=duration, rate=rate, writers=writers, listeners=listeners,
@@ -475,7 +478,7 @@ def simulate(
     embedded: EmbeddedOption = False,
 ) -> None:
     """Play the seed's edit conflict three ways (baseline, refresh, merge) on a scratch schema."""
-    from pgwatch_cli import simulate as simulation
+    from pgwatch_cli.commands import simulate as simulation
 
     storm_only = {"--users": users, "--rounds": rounds, "--bookings": bookings,
                   "--think-ms": think_ms}
@@ -538,7 +541,7 @@ def serve(
     """Relay change events to browsers over Server-Sent Events (GET /events)."""
     import signal
 
-    from pgwatch_cli import server
+    from pgwatch_cli.commands import serve as server
 
     triggers.check_channel(channel)
     # Refuse an unsafe exposure before touching the database.

@@ -7,8 +7,8 @@ from typing import Any
 
 import psycopg
 
-from pgwatch_cli import triggers
-from pgwatch_cli.tables import TableRef
+from pgwatch_cli.capture import triggers
+from pgwatch_cli.capture.tables import TableRef
 
 CHANNEL = triggers.DEFAULT_CHANNEL
 

@@ -19,8 +19,9 @@ import httpx
 import psycopg
 from httpx_sse import ServerSentEvent, connect_sse
 
-from pgwatch_cli import demo, triggers
-from pgwatch_cli.server import Running, ServeOptions, serve
+from pgwatch_cli.capture import triggers
+from pgwatch_cli.commands.serve import Running, ServeOptions, serve
+from pgwatch_cli.demo import schema as demo
 
 STOP_WITHIN_S = 5.0
 

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgwatch_cli.events import parse
+from pgwatch_cli.stream.events import parse
 from tests.capture_helpers import Listener, install, log_payloads
 
 

@@ -14,7 +14,7 @@ import pytest
 import typer
 import typer.main
 
-from pgwatch_cli import completion
+from devtools import completion
 from pgwatch_cli.cli import app
 
 SHELLS = sorted(completion.FILENAMES)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pgwatch_cli.events import InvalidPayload, parse
+from pgwatch_cli.stream.events import InvalidPayload, parse
 
 PAYLOAD = (
     '{"v":1,"seq":7,"table":"bookings","schema":"public","action":"UPDATE","id":123,'

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
-from pgwatch_cli.events import ChangeEvent, parse
-from pgwatch_cli.hub import Hub, SourceEnded, SubscriberLagged, Subscription
-from pgwatch_cli.listener import ChangeStream
+from pgwatch_cli.stream.events import ChangeEvent, parse
+from pgwatch_cli.stream.hub import Hub, SourceEnded, SubscriberLagged, Subscription
+from pgwatch_cli.stream.listener import ChangeStream
 from tests.test_listener import make_items, run, write_items
 
 

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from pgwatch_cli.errors import DatabaseUnreachable, NotInstalled
-from pgwatch_cli.events import ChangeEvent
-from pgwatch_cli.listener import ChangeStream, read_log
+from pgwatch_cli.stream.events import ChangeEvent
+from pgwatch_cli.stream.listener import ChangeStream, read_log
 from tests.capture_helpers import install
 
 T = TypeVar("T")

@@ -36,9 +36,9 @@ def test_sql_files_ship_inside_the_package(wheel_files):
 
 
 def test_demo_page_ships_inside_the_package(wheel_files):
-    static = ROOT / "pgwatch_cli" / "server" / "static"
+    static = ROOT / "pgwatch_cli" / "demo" / "static"
     for asset in static.iterdir():
-        assert f"pgwatch_cli/server/static/{asset.name}" in wheel_files
+        assert f"pgwatch_cli/demo/static/{asset.name}" in wheel_files
 
 
 def test_console_script_is_declared(wheel, wheel_files):

@@ -9,7 +9,7 @@ import httpx
 import psycopg
 import pytest
 
-from pgwatch_cli.server.demo_api import CONFLICT_MESSAGE
+from pgwatch_cli.demo.api import CONFLICT_MESSAGE
 from tests.serve_helpers import SseReader, bump_price, install_demo, running_server
 
 

@@ -14,11 +14,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgwatch_cli import events
-from pgwatch_cli.simulation.bookings import Copy
-from pgwatch_cli.simulation.report import percentiles
-from pgwatch_cli.simulation.seed import toast_text
-from pgwatch_cli.simulation.strategies import Strategy, concerns, react, rebase
+from pgwatch_cli.commands.simulate.bookings import Copy
+from pgwatch_cli.commands.simulate.report import percentiles
+from pgwatch_cli.commands.simulate.seed import toast_text
+from pgwatch_cli.commands.simulate.strategies import Strategy, concerns, react, rebase
+from pgwatch_cli.stream import events
 from tests.fix_cli import Invoke, embedded_env, run_bookwatch, spawn_bookwatch
 
 pytestmark = pytest.mark.timeout(120)

@@ -18,9 +18,9 @@ import psycopg
 import pytest
 from rich.console import Console
 
-from pgwatch_cli.events import ChangeEvent, parse
-from pgwatch_cli.listener import ChangeStream
-from pgwatch_cli.tail import LiveTable, format_delay, row_cells
+from pgwatch_cli.commands.tail import LiveTable, format_delay, row_cells
+from pgwatch_cli.stream.events import ChangeEvent, parse
+from pgwatch_cli.stream.listener import ChangeStream
 from tests.capture_helpers import install
 from tests.fix_cli import Invoke, run_bookwatch, spawn_bookwatch
 from tests.test_listener import make_items, write_items

@@ -1,0 +1,1 @@
+"""Change capture in the database: SQL scripts, table names, installing/removing triggers."""

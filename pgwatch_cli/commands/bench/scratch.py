@@ -1,0 +1,136 @@
+"""The benchmark's scratch schema: created for one run, always removed afterwards.
+
+Two identical tables: ``events`` carries bookwatch's capture trigger, ``plain`` carries none,
+so the same write load can be timed with and without it. Each event is an UPDATE of a row the
+writer owns, setting ``k`` (a key unique across the run), ``ts`` (the writer's clock just
+before it sent the statement) and ``pad`` (text sized so the NOTIFY payload reaches the size
+asked for). UPDATEs, not INSERTs, because only an UPDATE's payload carries values (its diff).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgwatch_cli.capture import triggers
+from pgwatch_cli.capture.tables import TableRef
+from pgwatch_cli.errors import BenchmarkFailed
+
+ROWS_PER_WRITER = 100
+EVENTS_TABLE = "events"
+PLAIN_TABLE = "plain"
+_CALIBRATION_ROW = -1
+_CALIBRATION_PAD = 64
+
+
+@dataclass(frozen=True)
+class Scratch:
+    schema: str
+    channel: str
+    created_bookwatch_schema: bool
+
+    @property
+    def events_table(self) -> TableRef:
+        return TableRef(self.schema, EVENTS_TABLE)
+
+    @property
+    def plain_table(self) -> TableRef:
+        return TableRef(self.schema, PLAIN_TABLE)
+
+    def table(self, with_trigger: bool) -> TableRef:
+        return self.events_table if with_trigger else self.plain_table
+
+
+def new_scratch(conn: psycopg.Connection[Any]) -> Scratch:
+    """Names for a new scratch schema and channel (nothing is created yet)."""
+    name = f"bookwatch_bench_{secrets.token_hex(4)}"
+    return Scratch(
+        schema=name, channel=name, created_bookwatch_schema=not triggers.log_schema_exists(conn)
+    )
+
+
+def create(conn: psycopg.Connection[Any], scratch: Scratch, *, durable: bool) -> None:
+    """The schema, both tables (empty) and the capture trigger on ``events``."""
+    with conn.transaction():
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(scratch.schema)))
+        for table in (scratch.events_table, scratch.plain_table):
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {} (id integer PRIMARY KEY, k bigint NOT NULL,"
+                    " ts bigint NOT NULL, pad text NOT NULL)"
+                ).format(table.identifier())
+            )
+    triggers.run(
+        conn,
+        lambda: triggers.plan_install(
+            conn, [scratch.events_table], channel=scratch.channel, durable=durable, excluded={}
+        ),
+    )
+
+
+def calibrate_pad(
+    conn: psycopg.Connection[Any], scratch: Scratch, payload_bytes: int
+) -> tuple[int, int]:
+    """How long ``pad`` must be for a payload of about ``payload_bytes``, and the payload size
+    that gives (never below the size of an event with an empty pad).
+
+    Measured, not computed: one UPDATE with a known pad, its payload length read back. The
+    diff holds the pad twice (old and new value).
+    """
+    table = scratch.events_table.identifier()
+    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(scratch.channel)))
+    try:
+        conn.execute(
+            sql.SQL("INSERT INTO {} VALUES (%s, -1, 0, '')").format(table), (_CALIBRATION_ROW,)
+        )
+        conn.execute(
+            sql.SQL("UPDATE {} SET k = %s, ts = %s, pad = %s WHERE id = %s").format(table),
+            (10**12, 10**18, "x" * _CALIBRATION_PAD, _CALIBRATION_ROW),
+        )
+        payloads = [n.payload for n in conn.notifies(timeout=10, stop_after=2)]
+    finally:
+        conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(scratch.channel)))
+    if len(payloads) < 2:
+        raise BenchmarkFailed("The calibration event did not arrive within 10 s.")
+    without_pad = len(payloads[-1].encode()) - 2 * _CALIBRATION_PAD
+    pad = max(0, (payload_bytes - without_pad) // 2)
+    return pad, without_pad + 2 * pad
+
+
+def populate(conn: psycopg.Connection[Any], scratch: Scratch, writers: int, pad: int) -> None:
+    """Each writer's rows in both tables, padded like the updates to come.
+
+    ``k`` starts negative so no initial value equals an event key (keys are >= 0).
+    """
+    with conn.transaction():
+        for table in (scratch.events_table, scratch.plain_table):
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} SELECT i, -1 - i, 0, repeat('.', %s)"
+                    " FROM generate_series(0, %s) AS i"
+                ).format(table.identifier()),
+                (pad, writers * ROWS_PER_WRITER - 1),
+            )
+
+
+def drop(conn: psycopg.Connection[Any], scratch: Scratch) -> None:
+    """Remove all the run left behind (see ``triggers.plan_scratch_drop``)."""
+    triggers.run(
+        conn,
+        lambda: triggers.plan_scratch_drop(
+            conn, scratch.schema, scratch.channel, created_log=scratch.created_bookwatch_schema
+        ),
+    )
+
+
+def leftover_schemas(conn: psycopg.Connection[Any]) -> list[str]:
+    """Scratch schemas of earlier runs that were killed before they could clean up."""
+    rows = conn.execute(
+        "SELECT nspname::text FROM pg_catalog.pg_namespace"
+        " WHERE nspname LIKE 'bookwatch\\_bench\\_%' ORDER BY 1"
+    ).fetchall()
+    return [row[0] for row in rows]

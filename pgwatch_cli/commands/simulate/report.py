@@ -1,0 +1,104 @@
+"""Scenario results as one JSON-ready object: a block per strategy plus latency figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pgwatch_cli.commands.simulate.seed import ANNA, BEN, BOOKING_ID, Edits, SeedRun
+from pgwatch_cli.commands.simulate.storm import Tally, Workload
+from pgwatch_cli.commands.simulate.strategies import DESCRIPTIONS
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    seed: int
+    edits: Edits
+    runs: list[SeedRun]
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "scenario": "seed",
+            "seed": self.seed,
+            "booking": BOOKING_ID,
+            "edits": {
+                ANNA: {"gesamtpreis": str(self.edits.price)},
+                BEN: {"guest_id": self.edits.guest_id},
+            },
+        }
+        for run in self.runs:
+            out[run.strategy.value] = {
+                "description": DESCRIPTIONS[run.strategy],
+                "saves": run.saves,
+                "conflicts": run.conflicts,
+                "ben_saved": run.ben_saved,
+                "both_changes_kept": run.both_kept,
+                "notified_after_ms": _ms(run.notified_after_ms),
+                "toast": run.toast,
+                "reaction": run.reaction,
+                "timeline": [
+                    {"at_ms": _ms(step.at_ms), "who": step.who or None, "what": step.what}
+                    for step in run.steps
+                ],
+            }
+        notified = [r.notified_after_ms for r in self.runs if r.notified_after_ms is not None]
+        out["latency_ms"] = latency_block(notified)
+        return out
+
+
+@dataclass(frozen=True)
+class StormReport:
+    work: Workload
+    tallies: list[Tally]
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "scenario": "storm",
+            "seed": self.work.seed,
+            "users": self.work.users,
+            "rounds": self.work.rounds,
+            "bookings": list(self.work.bookings),
+            "think_ms": self.work.think_ms,
+        }
+        every: list[float] = []
+        for tally in self.tallies:
+            every += tally.latencies_ms
+            out[tally.strategy.value] = {
+                "description": DESCRIPTIONS[tally.strategy],
+                "attempts": tally.attempts,
+                "saves": tally.saves,
+                "conflicts": tally.conflicts,
+                "conflict_rate": round(tally.conflict_rate, 4),
+                "rejected_saves": tally.rejected,
+                "clashes": tally.clashes,
+                "reloads": tally.reloads,
+                "rebases": tally.rebases,
+                "undelivered": tally.undelivered,
+                "duration_ms": _ms(tally.duration_ms),
+                "latency_ms": latency_block(tally.latencies_ms)
+                if tally.strategy.realtime else None,
+            }
+        out["latency_ms"] = latency_block(every)
+        return out
+
+
+def latency_block(values: list[float]) -> dict[str, Any]:
+    figures = percentiles(values) or {}
+    return {"count": len(values), **{name: _ms(value) for name, value in figures.items()}}
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def percentiles(values: list[float]) -> dict[str, float] | None:
+    """p50/p90/p99/max by nearest rank, or None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+
+    def rank(p: float) -> float:
+        index = max(0, min(len(ordered) - 1, -(-len(ordered) * p // 100) - 1))
+        return ordered[int(index)]
+
+    return {"p50": rank(50), "p90": rank(90), "p99": rank(99), "max": ordered[-1]}

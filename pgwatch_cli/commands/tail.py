@@ -1,0 +1,153 @@
+"""``bookwatch tail``: filter the change stream and show it as a live table or JSON lines."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from rich.console import Console, JustifyMethod
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from pgwatch_cli.stream.events import ChangeEvent
+from pgwatch_cli.stream.filters import Filters
+from pgwatch_cli.stream.listener import DEFAULT_CHANNEL, ChangeStream
+
+ACTION_STYLES = {"INSERT": "green", "UPDATE": "yellow", "DELETE": "red"}
+MAX_TABLE_ROWS = 40
+COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
+    ("time", "left"), ("seq", "right"), ("table", "left"), ("action", "left"),
+    ("id", "right"), ("actor", "left"), ("changed", "left"), ("delay", "right"),
+)
+
+
+@dataclass(frozen=True)
+class TailOptions:
+    dsn: str
+    channel: str = DEFAULT_CHANNEL
+    filters: Filters = field(default_factory=Filters)
+    count: int | None = None
+    timeout: float | None = None
+    since: int | None = None
+    as_json: bool = False
+
+
+def run(options: TailOptions) -> None:
+    """Tail until ``--count`` or ``--timeout`` is reached (or Ctrl-C raises KeyboardInterrupt)."""
+    as_json = options.as_json or not sys.stdout.isatty()
+    try:
+        asyncio.run(_tail(options, as_json))
+    except BrokenPipeError:
+        # The reader went away (``bookwatch tail | head``): that ends the tail, quietly.
+        # Point stdout at /dev/null so the interpreter's final flush does not complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+async def _tail(options: TailOptions, as_json: bool) -> None:
+    async with ChangeStream(options.dsn, channel=options.channel, since=options.since) as stream:
+        with JsonLines() if as_json else LiveTable(stream) as view:
+            deadline = asyncio.timeout(options.timeout)
+            try:
+                async with deadline:
+                    await _pump(stream, options, view)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+
+
+async def _pump(stream: ChangeStream, options: TailOptions, view: JsonLines | LiveTable) -> None:
+    shown = 0
+    async for event in stream:
+        if not options.filters.matches(event):
+            continue
+        view.show(event, datetime.now(UTC))
+        shown += 1
+        if options.count is not None and shown >= options.count:
+            return
+
+
+class JsonLines:
+    """One wire-format object per line, flushed at once so pipes see each event live."""
+
+    def __enter__(self) -> JsonLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def show(self, event: ChangeEvent, received_at: datetime) -> None:
+        sys.stdout.write(event.to_wire() + "\n")
+        sys.stdout.flush()
+
+
+class LiveTable:
+    """A Rich live table of the newest events (newest last), no taller than the terminal."""
+
+    def __init__(self, stream: ChangeStream, console: Console | None = None) -> None:
+        self._stream = stream
+        self._console = console or Console(highlight=False)
+        height = max(5, self._console.size.height - 7)
+        self._rows: deque[tuple[Text | str, ...]] = deque(maxlen=min(height, MAX_TABLE_ROWS))
+        self._seen = 0
+        # Rich calls get_renderable on every refresh, so the connection state stays current.
+        self._live = Live(
+            console=self._console,
+            get_renderable=self._render,
+            refresh_per_second=8,
+            redirect_stderr=True,
+        )
+
+    def __enter__(self) -> LiveTable:
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.stop()
+
+    def show(self, event: ChangeEvent, received_at: datetime) -> None:
+        self._seen += 1
+        self._rows.append(row_cells(event, received_at))
+
+    def _render(self) -> Table:
+        state = "listening" if self._stream.connected else "[red]reconnecting…[/red]"
+        table = Table(
+            title=f"bookwatch tail · channel {self._stream.channel} · {state}",
+            title_justify="left",
+            caption=f"{self._seen} events shown, last seq {self._stream.last_seq or '-'}",
+            caption_justify="left",
+            expand=False,
+        )
+        for heading, justify in COLUMNS:
+            table.add_column(heading, justify=justify, no_wrap=heading != "changed")
+        for cells in self._rows:
+            table.add_row(*cells)
+        return table
+
+
+def row_cells(event: ChangeEvent, received_at: datetime) -> tuple[Text | str, ...]:
+    """The table cells of one event; delay is receipt minus the event's timestamp."""
+    committed = event.committed_at
+    return (
+        committed.astimezone().strftime("%H:%M:%S.%f")[:-3],
+        "-" if event.seq is None else str(event.seq),
+        event.table,
+        Text(event.action, style=ACTION_STYLES[event.action]),
+        event.id_text,
+        event.actor or "-",
+        ", ".join(event.changed) if event.changed else "-",
+        format_delay((received_at - committed).total_seconds()),
+    )
+
+
+def format_delay(seconds: float) -> str:
+    if seconds < 1:
+        return f"{max(seconds, 0.0) * 1000:.1f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.0f} min"
