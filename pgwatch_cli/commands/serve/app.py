@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pgwatch_cli import client
 from pgwatch_cli.commands.serve import metrics, presence
 from pgwatch_cli.commands.serve.security import TokenAuth
 from pgwatch_cli.commands.serve.streams import Relay, StreamRequest
@@ -122,7 +123,11 @@ def create_app(relay: Relay, settings: AppSettings) -> ASGIApp:
     async def metrics_text(request: Request) -> Response:
         return PlainTextResponse(metrics.render(samples(relay)), media_type=PROMETHEUS_TEXT)
 
+    async def client_script(request: Request) -> Response:
+        return Response(client.script(), media_type=client.MEDIA_TYPE)
+
     routes: list[BaseRoute] = [
+        Route("/bookwatch.js", client_script),
         Route("/presence", presence_map),
         Route("/healthz", healthz),
         Route("/metrics", metrics_text),
