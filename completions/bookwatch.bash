@@ -82,11 +82,11 @@ _bookwatch() {
             ;;
         simulate)
             case "$prev" in
-                --bookings|--dsn|--rounds|--seed|--think-ms|--users) COMPREPLY=(); return ;;
+                --bookings|--dsn|--random-seed|--rounds|--think-ms|--users) COMPREPLY=(); return ;;
                 --scenario) _bookwatch_reply -W "seed storm"; return ;;
             esac
             if [[ $cur == -* ]]; then
-                _bookwatch_reply -W "--bookings --dsn --embedded --help --json --rounds --scenario --seed --think-ms --users -h"
+                _bookwatch_reply -W "--bookings --dsn --embedded --help --json --random-seed --rounds --scenario --think-ms --users -h"
             else
                 COMPREPLY=()
             fi

@@ -80,9 +80,9 @@ complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l dsn -x -d 'Po
 complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
 complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l help -s h -d 'Show this message and exit.'
 complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l json -d 'Print one JSON object.'
+complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l random-seed -x -d 'Make the users\' choices reproducible (default: random, and printed).'
 complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l rounds -x -d 'storm: edits per user (default 10).'
 complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l scenario -x -a 'seed storm' -d 'seed: the seed\'s story of booking #123; storm: many users at once.'
-complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l seed -x -d 'Make the users\' choices reproducible (default: random, and printed).'
 complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l think-ms -x -d 'storm: mean think time per edit, in ms (default 300).'
 complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l users -x -d 'storm: simulated users, one connection each (default 8).'
 

@@ -468,10 +468,14 @@ def simulate(
         typer.Option("--think-ms", min=1, metavar="MS", show_default=False,
                      help="storm: mean think time per edit, in ms (default 300)."),
     ] = None,
-    seed: Annotated[
+    random_seed: Annotated[
         int | None,
-        typer.Option("--seed", min=0, metavar="S", help="Make the users' choices reproducible "
-                     "(default: random, and printed).", show_default=False),
+        typer.Option("--random-seed", min=0, metavar="S", help="Make the users' choices "
+                     "reproducible (default: random, and printed).", show_default=False),
+    ] = None,
+    # The old name, kept working but out of sight: "seed" is the scenario's word.
+    seed_alias: Annotated[
+        int | None, typer.Option("--seed", min=0, metavar="S", hidden=True, show_default=False)
     ] = None,
     as_json: JsonOption = False,
     dsn: DsnOption = None,
@@ -485,6 +489,9 @@ def simulate(
     given = [name for name, value in storm_only.items() if value is not None]
     if scenario == "seed" and given:
         raise UsageProblem(f"{', '.join(given)} only apply to --scenario storm.")
+    if random_seed is not None and seed_alias is not None and random_seed != seed_alias:
+        raise UsageProblem("--seed is another name for --random-seed: give one of them.")
+    seed = random_seed if random_seed is not None else seed_alias
     defaults = simulation.Options(simulation.Scenario(scenario), seed=0)
     options = simulation.Options(
         scenario=simulation.Scenario(scenario),

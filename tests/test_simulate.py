@@ -3,29 +3,34 @@ shows fewer conflicts with it, and nothing of the user's database changes (also 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
 import subprocess
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from pgwatch_cli.commands.simulate.bookings import Copy
+from pgwatch_cli.capture.tables import TableRef
+from pgwatch_cli.commands.simulate import bookings
+from pgwatch_cli.commands.simulate.bookings import Copy, Ledger, MissingBooking
 from pgwatch_cli.commands.simulate.report import percentiles
 from pgwatch_cli.commands.simulate.seed import toast_text
-from pgwatch_cli.commands.simulate.strategies import Strategy, concerns, react, rebase
+from pgwatch_cli.commands.simulate.strategies import Strategy, clashes, concerns, react, rebase
 from pgwatch_cli.stream import events
 from tests.fix_cli import Invoke, embedded_env, run_bookwatch, spawn_bookwatch
+from tests.serve_helpers import install_demo
 
 pytestmark = pytest.mark.timeout(120)
 
 STRATEGIES = ("baseline", "refresh", "merge")
 SMALL_STORM = ("--scenario", "storm", "--users", "4", "--rounds", "6", "--bookings", "2",
-               "--think-ms", "150", "--seed", "11")
+               "--think-ms", "150", "--random-seed", "11")
 
 
 def simulate_json(bookwatch: Invoke, dsn: str, *args: str) -> dict[str, Any]:
@@ -80,12 +85,13 @@ def catalog(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 def test_seed_scenario_conflicts_only_in_baseline_and_is_reproducible(
     bookwatch: Invoke, dsn: str
 ) -> None:
-    first = simulate_json(bookwatch, dsn, "--seed", "5")
-    again = simulate_json(bookwatch, dsn, "--seed", "5")
+    first = simulate_json(bookwatch, dsn, "--random-seed", "5")
+    again = simulate_json(bookwatch, dsn, "--seed", "5")  # the old name still works
 
     baseline, refresh, merge = (first[name] for name in STRATEGIES)
     assert first["scenario"] == "seed" and first["booking"] == 123
     assert (baseline["conflicts"], baseline["saves"], baseline["ben_saved"]) == (1, 1, False)
+    assert [first[name]["lost_updates"] for name in STRATEGIES] == [0, 0, 0]
     assert not baseline["both_changes_kept"] and baseline["notified_after_ms"] is None
     assert any("modified by another user" in step["what"] for step in baseline["timeline"])
     for block, reaction in ((refresh, "reloaded"), (merge, "rebased")):
@@ -115,10 +121,13 @@ def test_storm_has_fewer_conflicts_with_realtime(bookwatch: Invoke, dsn: str) ->
         assert block["conflicts"] == block["rejected_saves"] + block["clashes"]
         assert block["undelivered"] == 0
     baseline, refresh, merge = blocks
+    # Nobody's save is silently replaced: clashes are asked about, stale saves rejected.
+    assert [block["lost_updates"] for block in blocks] == [0, 0, 0], report
+    assert baseline["clashes"] == 0
     assert baseline["conflicts"] > refresh["conflicts"], report
     assert baseline["conflicts"] > merge["conflicts"], report
     assert baseline["latency_ms"] is None and baseline["reloads"] == baseline["rebases"] == 0
-    assert refresh["clashes"] == 0 and refresh["rebases"] == 0
+    assert refresh["rebases"] == 0 and merge["reloads"] <= refresh["reloads"]
     for block in (refresh, merge):
         latency = block["latency_ms"]
         # Every save reaches the three other users (a noisy shared machine: sanity only).
@@ -130,12 +139,36 @@ def test_storm_has_fewer_conflicts_with_realtime(bookwatch: Invoke, dsn: str) ->
 
 def test_storm_tables_on_a_terminal_less_stdout(bookwatch: Invoke, dsn: str) -> None:
     result = bookwatch("simulate", "--dsn", dsn, "--scenario", "storm", "--users", "2",
-                       "--rounds", "2", "--think-ms", "30", "--seed", "3")
+                       "--rounds", "2", "--think-ms", "30", "--random-seed", "3")
     assert result.exit_code == 0, result.stderr
-    for text in ("Storm: 2 users x 2 rounds", "(seed 3)", "Saves and conflicts",
-                 "Notifications", "baseline", "refresh", "merge"):
-        assert text in result.stdout
+    words = " ".join(result.stdout.split())
+    for text in ("Storm: 2 users x 2 rounds", "(--random-seed 3)", "Saves and conflicts",
+                 "Notifications", "baseline", "refresh", "merge", "lost"):
+        assert text in words
     assert "scratch schema bookwatch_sim_" in result.stderr
+
+
+def test_piped_story_is_in_english_and_not_padded_wide(dsn: str) -> None:
+    result = run_bookwatch("simulate", "--dsn", dsn, "--random-seed", "4",
+                           env={"COLUMNS": None}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    # Rich's width for a file (80 columns), not a canvas padded with spaces to 200.
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    words = " ".join(result.stdout.split())
+    assert "saves the price €" in words and "changes the guest " in words
+    # Guests by name, columns by what they mean: no German column names in the prose.
+    assert re.search(r"changes the guest [A-ZÄÖÜ][a-zäöüß]+ [A-ZÄÖÜ][a-zäöüß]+ → [A-Z]", words)
+    for german in ("gesamtpreis", "guest_id", "anzahl_gaeste", "bemerkungen"):
+        assert german not in result.stdout
+
+
+def test_seed_and_random_seed_are_one_option(bookwatch: Invoke, dsn: str) -> None:
+    both = bookwatch("simulate", "--dsn", dsn, "--random-seed", "3", "--seed", "4")
+    assert both.exit_code == 2 and "--random-seed" in both.stderr
+    help_text = bookwatch("simulate", "--help").stdout
+    assert "--random-seed" in help_text
+    assert "--seed " not in help_text and "--seed\n" not in help_text
 
 
 @pytest.mark.parametrize("installed", [True, False], ids=["bookwatch-installed", "fresh-db"])
@@ -149,7 +182,7 @@ def test_users_tables_and_schemas_are_untouched(
         postgresql.execute("LISTEN booking_changes")
     before = catalog(postgresql)
 
-    args = ("--seed", "2") if installed else SMALL_STORM
+    args = ("--random-seed", "2") if installed else SMALL_STORM
     simulate_json(bookwatch, dsn, *args)
 
     assert catalog(postgresql) == before
@@ -168,6 +201,7 @@ def test_users_tables_and_schemas_are_untouched(
         (["--scenario", "chaos"], "--scenario"),
         (["--users", "3"], "--users"),  # storm-only option with the seed scenario
         (["--seed", "-4"], "--seed"),
+        (["--random-seed", "-4"], "--random-seed"),
     ],
 )
 def test_bad_options_are_usage_errors(bookwatch: Invoke, args: list[str], named: str) -> None:
@@ -244,7 +278,7 @@ def _wait_for_users(
 def test_embedded_default_tells_the_story(tmp_path: Path) -> None:
     """No DSN anywhere: the embedded server is started and the seed story told on it."""
     env = {**embedded_env(tmp_path / "home"), "COLUMNS": "160"}
-    result = run_bookwatch("simulate", "--seed", "1", env=env, timeout=180)
+    result = run_bookwatch("simulate", "--random-seed", "1", env=env, timeout=180)
     assert result.returncode == 0, result.stderr
     assert "embedded PostgreSQL" in result.stderr
     assert "Traceback" not in result.stderr
@@ -268,7 +302,10 @@ def _update(changed: dict[str, tuple[Any, Any]], *, actor: str = "Anna", truncat
 
 def _copy(version: int = 1, **pending: Any) -> Copy:
     values = {"version": version, "gesamtpreis": 100, "guest_id": 5, "updated_at": "t0"}
-    return Copy(123, values, dict(pending))
+    copy = Copy(123, values)
+    for column, value in pending.items():
+        copy.edit(column, value)
+    return copy
 
 
 ANNA_PRICE = {"gesamtpreis": (100, 120), "version": (1, 2), "updated_at": ("t0", "t1")}
@@ -285,7 +322,56 @@ def test_merge_rebases_other_columns_and_reports_a_clash_on_the_same_one() -> No
     # Without the diff there is nothing to rebase on: reload instead.
     assert react(Strategy.MERGE, _update(ANNA_PRICE, truncated=True), _copy(guest_id=9)).kind \
         == "reload"
-    assert react(Strategy.REFRESH, _update(ANNA_PRICE), _copy(gesamtpreis=130)).kind == "reload"
+    # The same value on both sides is no clash.
+    assert react(Strategy.MERGE, _update(ANNA_PRICE), _copy(gesamtpreis=120)).kind == "rebase"
+
+
+def test_refresh_detects_a_same_column_clash_like_merge() -> None:
+    assert react(Strategy.REFRESH, _update(ANNA_PRICE), _copy(gesamtpreis=130)).kind == "clash"
+    assert react(Strategy.REFRESH, _update(ANNA_PRICE), _copy(guest_id=9)).kind == "reload"
+    # Without a diff, the reloaded row tells: Anna's price is there, Ben edits the price.
+    ben = _copy(gesamtpreis=130)
+    assert react(Strategy.REFRESH, _update(ANNA_PRICE, truncated=True), ben).kind == "reload"
+    fresh = ben.reloaded(Copy(123, {**ben.values, "version": 2, "gesamtpreis": 120}))
+    assert clashes(fresh, fresh.values) == ["gesamtpreis"]
+    assert fresh.pending == {"gesamtpreis": 130}
+    # A reload that shows only others' columns changed: no clash. JSON floats vs Decimal too.
+    other = _copy(gesamtpreis=Decimal("130.10"))
+    assert clashes(other, {"gesamtpreis": 100.0, "guest_id": 7}) == []
+    assert clashes(other, {"gesamtpreis": 130.1}) == []
+
+
+def test_the_ledger_counts_a_silent_overwrite_as_a_lost_update() -> None:
+    ledger = Ledger()
+    anna, ben = _copy(gesamtpreis=120), _copy(gesamtpreis=130)
+    assert ledger.overwritten(anna, "Anna") == []
+    ledger.record(anna, 2, "Anna")
+    # Ben began from version 1 and never saw Anna's 120: writing 130 now loses it. This is
+    # what the old refresh did (reload, keep the edit, save) and counted as a success.
+    ben.values["version"] = 2
+    assert ledger.overwritten(ben, "Ben") == ["gesamtpreis"]
+    # Not lost: a column nobody else saved, or a value equal to mine, or to what I began from.
+    assert ledger.overwritten(_copy(guest_id=8), "Ben") == []
+    assert ledger.overwritten(_copy(gesamtpreis=Decimal("120.00")), "Ben") == []
+    same_as_origin = Ledger()
+    same_as_origin.record(_copy(gesamtpreis=100), 2, "Anna")
+    assert same_as_origin.overwritten(_copy(gesamtpreis=130), "Ben") == []
+    # Someone who began after Anna's save saw her value: overwriting it is a choice.
+    clara = _copy(version=2, gesamtpreis=140)
+    assert ledger.overwritten(clara, "Clara") == []
+
+
+def test_a_missing_booking_is_a_domain_error(
+    postgresql: psycopg.Connection[Any], dsn: str
+) -> None:
+    install_demo(postgresql)
+
+    async def load_missing() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            await bookings.load(conn, TableRef("public", "bookings"), 99_999)
+
+    with pytest.raises(MissingBooking, match="#99999 does not exist"):
+        asyncio.run(load_missing())
 
 
 def test_only_newer_changes_of_others_to_the_open_booking_concern_a_user() -> None:

@@ -23,10 +23,19 @@ def _ms(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f} ms"
 
 
+def _readable(console: Console) -> Console:
+    """Piped output goes to pagers, logs and other programs: Rich's own width for a file (80
+    columns, or $COLUMNS), not a wide canvas whose table rows are padded with spaces."""
+    if console.is_terminal:
+        return console
+    return Console(file=console.file, highlight=False, no_color=console.no_color)
+
+
 def seed_story(console: Console, report: SeedReport) -> None:
+    console = _readable(console)
     console.print(
         f"[bold]Booking #{seed.BOOKING_ID}[/bold]: Anna changes the price, Ben the guest "
-        f"[dim](seed {report.seed})[/dim]"
+        f"[dim](--random-seed {report.seed})[/dim]"
     )
     for run in report.runs:
         timeline = Table(
@@ -46,9 +55,9 @@ def seed_story(console: Console, report: SeedReport) -> None:
         console.print(timeline)
     console.print(_seed_summary(report))
     console.print(
-        "[dim]merge rebases only when the columns differ: had Ben changed the price too, it "
-        "would report a conflict rather than overwrite Anna's (the storm counts those as "
-        "clashes: bookwatch simulate --scenario storm).[/dim]"
+        "[dim]refresh and merge keep Ben's edit only when Anna changed other fields: had he "
+        "changed the price too, both would ask him rather than overwrite hers (the storm "
+        "counts those as clashes: bookwatch simulate --scenario storm).[/dim]"
     )
 
 
@@ -58,14 +67,16 @@ def _seed_summary(report: SeedReport) -> Table:
         caption="Ben notified: from Anna's COMMIT until Ben's client had her event.",
         caption_justify="left",
     )
-    for heading in ("strategy", "Ben's save", "conflicts", "Ben notified", "his client",
-                    "both kept"):
-        summary.add_column(heading, justify="right" if heading == "conflicts" else "left")
+    for heading in ("strategy", "Ben's save", "conflicts", "lost", "Ben notified",
+                    "his client", "both kept"):
+        summary.add_column(heading, justify="right" if heading in ("conflicts", "lost")
+                           else "left")
     for run in report.runs:
         summary.add_row(
             _strategy(run.strategy),
             "[green]saved[/green]" if run.ben_saved else "[red]rejected[/red]",
             str(run.conflicts),
+            _lost(run.lost_updates),
             _ms(run.notified_after_ms),
             _CLIENT_DID.get(run.reaction or "", "error shown"),
             "[green]yes[/green]" if run.both_kept else "[red]no[/red]",
@@ -76,17 +87,23 @@ def _seed_summary(report: SeedReport) -> Table:
 _CLIENT_DID = {"reloaded": "reloaded", "rebased": "rebased"}
 
 
+def _lost(count: int) -> str:
+    return f"[bold red]{count}[/]" if count else "0"
+
+
 def storm_summary(console: Console, report: StormReport) -> None:
+    console = _readable(console)
     work = report.work
     first, last = work.bookings[0], work.bookings[-1]
     shared = f"#{first}" if first == last else f"#{first}-#{last}"
     console.print(
         f"[bold]Storm[/bold]: {work.users} users x {work.rounds} rounds on booking"
         f"{'s' if first != last else ''} {shared}, think ~{work.think_ms:.0f} ms "
-        f"[dim](seed {work.seed})[/dim]"
+        f"[dim](--random-seed {work.seed})[/dim]"
     )
     outcome = Table(title="Saves and conflicts", title_justify="left", box=box.ROUNDED)
-    for heading in ("strategy", "rounds", "saves", "conflicts", "rate", "rejected", "clashes"):
+    for heading in ("strategy", "rounds", "saves", "conflicts", "rate", "rejected", "clashes",
+                    "lost"):
         outcome.add_column(heading, justify="left" if heading == "strategy" else "right")
     timing = Table(
         title="Notifications (commit → other users' clients, ms)", title_justify="left",
@@ -98,7 +115,7 @@ def storm_summary(console: Console, report: StormReport) -> None:
         outcome.add_row(
             _strategy(tally.strategy), str(tally.attempts), str(tally.saves),
             str(tally.conflicts), f"{tally.conflict_rate:.1%}", str(tally.rejected),
-            str(tally.clashes),
+            str(tally.clashes), _lost(tally.lost_updates),
         )
         if not tally.strategy.realtime:
             continue
@@ -110,9 +127,10 @@ def storm_summary(console: Console, report: StormReport) -> None:
         )
     console.print(outcome)
     console.print(
-        "[dim]rejected: stale saves refused by the optimistic lock; clashes: merge found "
-        "another user's change to the very column being edited and asked instead of "
-        "overwriting. conflicts = rejected + clashes.[/dim]"
+        "[dim]rejected: stale saves refused by the optimistic lock; clashes: refresh or merge "
+        "found another user's change to the very field being edited and asked instead of "
+        "overwriting. conflicts = rejected + clashes. lost: saves that silently replaced a "
+        "value another user had saved since this user began the edit.[/dim]"
     )
     console.print(timing)
     for tally in report.tallies:

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg import sql
 
 from pgwatch_cli import db
 from pgwatch_cli.commands.simulate import bookings
-from pgwatch_cli.commands.simulate.bookings import Copy, StaleCopy
+from pgwatch_cli.commands.simulate.bookings import Copy, Ledger, StaleCopy, column_name
 from pgwatch_cli.commands.simulate.feed import Clock, Commits, Delivery, Inbox, arrivals
 from pgwatch_cli.commands.simulate.scratch import Scratch
-from pgwatch_cli.commands.simulate.strategies import Strategy, concerns, react, rebase
+from pgwatch_cli.commands.simulate.strategies import (
+    Strategy,
+    clashes,
+    concerns,
+    react,
+    rebase,
+)
 from pgwatch_cli.errors import BookwatchError
 from pgwatch_cli.stream.hub import Hub, Subscription
 
@@ -71,6 +78,7 @@ class SeedRun:
     steps: list[Step] = field(default_factory=list)
     saves: int = 0
     conflicts: int = 0
+    lost_updates: int = 0
     ben_saved: bool = False
     notified_after_ms: float | None = None
     toast: str | None = None
@@ -89,7 +97,13 @@ def toast_text(actor: str, ago_ms: float) -> str:
 
 
 def money(value: Any) -> str:
-    return f"{Decimal(str(value)):,.2f}"
+    return f"€{Decimal(str(value)):,.2f}"
+
+
+def columns(names: tuple[str, ...] | list[str] | dict[str, Any]) -> str:
+    """Columns as people say them: "the price and the guest"."""
+    said = [f"the {column_name(name)}" for name in names]
+    return " and ".join(said) if len(said) < 3 else ", ".join(said[:-1]) + " and " + said[-1]
 
 
 async def original(area: Scratch) -> Copy:
@@ -105,9 +119,10 @@ async def play(area: Scratch, hub: Hub, strategy: Strategy, start: Copy, edits: 
         await _connect(area, BEN) as ben_conn,
     ):
         await _reset(anna_conn, area, start, hub)
+        guests = await bookings.guest_names(anna_conn, area.schema)
         clock = Clock()
         inbox = Inbox(hub, clock) if strategy.realtime else None
-        story = _Story(area, run, clock, inbox, edits)
+        story = _Story(area, run, clock, inbox, edits, guests)
         try:
             async with asyncio.TaskGroup() as group:
                 if inbox is not None:
@@ -180,9 +195,12 @@ class _Story:
     """The two users' parts of one play, writing the timeline as they go."""
 
     def __init__(
-        self, area: Scratch, run: SeedRun, clock: Clock, inbox: Inbox | None, edits: Edits
+        self, area: Scratch, run: SeedRun, clock: Clock, inbox: Inbox | None, edits: Edits,
+        guests: dict[int, str],
     ) -> None:
         self.table = area.bookings
+        self.guests = guests
+        self.ledger = Ledger()
         self.run = run
         self.clock = clock
         self.inbox = inbox
@@ -205,37 +223,51 @@ class _Story:
     ) -> None:
         self.anna_copy = await bookings.load(anna_conn, self.table, BOOKING_ID)
         self.step(ANNA, f"opens booking #{BOOKING_ID} (version {self.anna_copy.version}, "
-                        f"gesamtpreis {money(self.anna_copy.values['gesamtpreis'])})")
+                        f"price {money(self.anna_copy.values['gesamtpreis'])})")
         self.ben_copy = await bookings.load(ben_conn, self.table, BOOKING_ID)
         self.step(BEN, f"opens booking #{BOOKING_ID} (version {self.ben_copy.version}, "
-                       f"guest {self.ben_copy.values['guest_id']})")
+                       f"guest {self.guest(self.ben_copy.values['guest_id'])})")
+
+    def guest(self, guest_id: int) -> str:
+        return self.guests.get(guest_id, f"guest #{guest_id}")
 
     async def anna(self, conn: psycopg.AsyncConnection[Any]) -> None:
         copy = self.anna_copy
         await asyncio.sleep(max(ANNA_SAVES_AT_MS - self.clock.now(), 0) / 1000)
-        copy.pending = {"gesamtpreis": self.edits.price}
-        version = await bookings.save(conn, self.table, copy, ANNA, on_commit=self._committed)
+        copy.edit("gesamtpreis", self.edits.price)
+        version = await bookings.save(
+            conn, self.table, copy, ANNA, on_commit=self._committer(copy, ANNA)
+        )
         self.run.saves += 1
-        self.saved(ANNA, f"saves gesamtpreis {money(copy.values['gesamtpreis'])} → "
+        self.saved(ANNA, f"saves the price {money(copy.values['gesamtpreis'])} → "
                          f"{money(self.edits.price)}", version)
 
-    def _committed(self, version: int) -> None:
-        self.commits.mark(BOOKING_ID, version)
+    def _committer(self, copy: Copy, who: str) -> Callable[[int], None]:
+        def committed(version: int) -> None:
+            # Inside the saving transaction (row locked): the ledger sees saves in order.
+            self.run.lost_updates += bool(self.ledger.overwritten(copy, who))
+            self.ledger.record(copy, version, who)
+            self.commits.mark(BOOKING_ID, version)
+
+        return committed
 
     async def ben(self, conn: psycopg.AsyncConnection[Any]) -> None:
         copy = self.ben_copy
-        old_guest = copy.values["guest_id"]
-        copy.pending = {"guest_id": self.edits.guest_id}
-        self.step(BEN, f"changes the guest {old_guest} → {self.edits.guest_id} (not saved yet)")
+        old_guest = self.guest(copy.values["guest_id"])
+        new_guest = self.guest(self.edits.guest_id)
+        copy.edit("guest_id", self.edits.guest_id)
+        self.step(BEN, f"changes the guest {old_guest} → {new_guest} (not saved yet)")
         try:
             async for delivery in arrivals(self.inbox, self.clock, BEN_SAVES_AT_MS):
                 copy = await self._notified(conn, copy, delivery)
         except _Clash:
             self.run.conflicts += 1
             return
-        what = f"saves guest {old_guest} → {self.edits.guest_id}"
+        what = f"saves the guest {old_guest} → {new_guest}"
         try:
-            version = await bookings.save(conn, self.table, copy, BEN, on_commit=self._committed)
+            version = await bookings.save(
+                conn, self.table, copy, BEN, on_commit=self._committer(copy, BEN)
+            )
         except StaleCopy:
             self.run.conflicts += 1
             self.step(BEN, f"{what}: rejected by the optimistic lock (his copy is version "
@@ -259,26 +291,31 @@ class _Story:
             self.run.toast, self.run.notified_after_ms = toast, latency
         reaction = react(self.run.strategy, event, copy)
         self.step(BEN, f'sees the toast "{toast}"', "notice")
-        changed = ", ".join(reaction.changed)
+        changed = columns(reaction.changed)
         if reaction.kind == "clash":
-            self.step(BEN, f"conflict: {event.actor} changed {changed}, which he is editing too; "
-                           "he has to decide", "bad")
-            raise _Clash()
+            self.clash(f"{event.actor} changed {changed}, which he is editing too")
         if reaction.kind == "rebase":
             rebase(copy, event)
             self.run.reaction = "rebased"
             self.step(BEN, f"merges: {event.actor} changed {changed}, he edits "
-                           f"{', '.join(copy.pending)}: no overlap, so his edit is rebased onto "
+                           f"{columns(copy.pending)}: no overlap, so his edit is rebased onto "
                            f"version {copy.version} without a reload", "ok")
             return copy
         return await self._reload(conn, copy, f"{event.actor} changed {changed}")
 
+    def clash(self, why: str) -> NoReturn:
+        self.step(BEN, f"conflict: {why}; he chooses which value to keep", "bad")
+        raise _Clash()
+
     async def _reload(self, conn: psycopg.AsyncConnection[Any], copy: Copy, why: str) -> Copy:
-        fresh = await bookings.load(conn, self.table, copy.id)
-        fresh.pending = copy.pending
+        fresh = copy.reloaded(await bookings.load(conn, self.table, copy.id))
         self.run.reaction = "reloaded"
-        self.step(BEN, f"reloads ({why}): version {fresh.version}, gesamtpreis "
+        self.step(BEN, f"reloads ({why}): version {fresh.version}, price "
                        f"{money(fresh.values['gesamtpreis'])}; his guest change stays in the form")
+        clashing = clashes(fresh, fresh.values)
+        if clashing:
+            self.clash(f"the reload shows a new value for {columns(clashing)}, which he is "
+                       "editing too")
         return fresh
 
     async def result(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -289,6 +326,6 @@ class _Story:
             "both changes kept" if self.run.both_kept
             else "Ben's change is lost: he must reload and make it again"
         )
-        self.step("", f"booking #{BOOKING_ID} now: version {final.version}, gesamtpreis "
-                      f"{money(price)}, guest {guest}: {outcome}",
+        self.step("", f"booking #{BOOKING_ID} now: version {final.version}, price "
+                      f"{money(price)}, guest {self.guest(guest)}: {outcome}",
                   "ok" if self.run.both_kept else "bad")

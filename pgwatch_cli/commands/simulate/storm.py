@@ -18,10 +18,16 @@ import psycopg
 
 from pgwatch_cli import db
 from pgwatch_cli.commands.simulate import bookings
-from pgwatch_cli.commands.simulate.bookings import Copy, StaleCopy
+from pgwatch_cli.commands.simulate.bookings import Copy, Ledger, StaleCopy
 from pgwatch_cli.commands.simulate.feed import Clock, Commits, Inbox, arrivals
 from pgwatch_cli.commands.simulate.scratch import Scratch
-from pgwatch_cli.commands.simulate.strategies import Strategy, concerns, react, rebase
+from pgwatch_cli.commands.simulate.strategies import (
+    Strategy,
+    clashes,
+    concerns,
+    react,
+    rebase,
+)
 from pgwatch_cli.errors import DatabaseUnreachable
 from pgwatch_cli.stream.hub import Hub
 
@@ -79,7 +85,8 @@ class Tally:
     attempts: int = 0  # rounds played: every one ends in a save or a conflict
     saves: int = 0
     rejected: int = 0  # saves refused by the optimistic lock
-    clashes: int = 0  # merge: another user changed the column being edited
+    clashes: int = 0  # refresh/merge: another user changed the column being edited
+    lost_updates: int = 0  # saves that silently replaced another user's newer value
     reloads: int = 0
     rebases: int = 0
     latencies_ms: list[float] = field(default_factory=list)
@@ -102,6 +109,7 @@ async def play(area: Scratch, hub: Hub, strategy: Strategy, work: Workload) -> T
         connections = await _connect_all(stack, area, names)
         clock = Clock()
         commits = Commits(clock)
+        ledger = Ledger()
         inboxes = [Inbox(hub, clock) if strategy.realtime else None for _ in names]
         try:
             async with asyncio.TaskGroup() as pumps:
@@ -112,7 +120,8 @@ async def play(area: Scratch, hub: Hub, strategy: Strategy, work: Workload) -> T
                     for number, (name, conn, inbox) in enumerate(
                         zip(names, connections, inboxes, strict=True), start=1
                     ):
-                        user = _User(name, conn, area, strategy, inbox, commits, tally)
+                        user = _User(name, conn, area, strategy, inbox, commits, ledger,
+                                     tally)
                         users.create_task(user.play(work.turns(number)))
                 tally.duration_ms = clock.now()
                 await _drain(dict(zip(names, inboxes, strict=True)), commits, tally)
@@ -169,7 +178,7 @@ async def _drain(inboxes: dict[str, Inbox | None], commits: Commits, tally: Tall
 class _User:
     def __init__(
         self, name: str, conn: psycopg.AsyncConnection[Any], area: Scratch, strategy: Strategy,
-        inbox: Inbox | None, commits: Commits, tally: Tally,
+        inbox: Inbox | None, commits: Commits, ledger: Ledger, tally: Tally,
     ) -> None:
         self.name = name
         self.conn = conn
@@ -177,6 +186,7 @@ class _User:
         self.strategy = strategy
         self.inbox = inbox
         self.commits = commits
+        self.ledger = ledger
         self.tally = tally
         self.clock = commits.clock
 
@@ -187,17 +197,22 @@ class _User:
     async def round(self, turn: Turn) -> None:
         self.tally.attempts += 1
         copy = await bookings.load(self.conn, self.table, turn.booking_id)
-        copy.pending = {turn.column: turn.value}
+        copy.edit(turn.column, turn.value)
         deadline = self.clock.now() + turn.think_ms
         copy_or_clash = await self.think(copy, deadline)
         if copy_or_clash is None:
             self.tally.clashes += 1
             return
+        final = copy_or_clash
+
+        def committed(version: int) -> None:
+            # Still inside the saving transaction: no other save of this booking between.
+            self.tally.lost_updates += bool(self.ledger.overwritten(final, self.name))
+            self.ledger.record(final, version, self.name)
+            self.commits.mark(turn.booking_id, version)
+
         try:
-            await bookings.save(
-                self.conn, self.table, copy_or_clash, self.name,
-                on_commit=lambda version: self.commits.mark(turn.booking_id, version),
-            )
+            await bookings.save(self.conn, self.table, final, self.name, on_commit=committed)
         except StaleCopy:
             self.tally.rejected += 1
             return
@@ -207,24 +222,24 @@ class _User:
         """Edit until the deadline, reacting to notifications; None after a merge clash."""
         async for delivery in arrivals(self.inbox, self.clock, deadline):
             event = delivery.event
-            if event is None:  # cut loose by the hub: events were missed, only a reload is safe
-                copy = await self.reload(copy)
-                continue
-            if not concerns(event, copy, self.name):
-                continue
-            reaction = react(self.strategy, event, copy)
-            if reaction.kind == "clash":
+            # None: cut loose by the hub, events were missed; only a reload can tell.
+            if event is not None:
+                if not concerns(event, copy, self.name):
+                    continue
+                reaction = react(self.strategy, event, copy)
+                if reaction.kind == "clash":
+                    return None
+                if reaction.kind == "rebase":
+                    rebase(copy, event)
+                    self.tally.rebases += 1
+                    continue
+            copy = await self.reload(copy)
+            if clashes(copy, copy.values):
                 return None
-            if reaction.kind == "rebase":
-                rebase(copy, event)
-                self.tally.rebases += 1
-            else:
-                copy = await self.reload(copy)
         return copy
 
     async def reload(self, copy: Copy) -> Copy:
         fresh = await bookings.load(self.conn, self.table, copy.id)
-        fresh.pending = copy.pending
         self.tally.reloads += 1
-        return fresh
+        return copy.reloaded(fresh)
 

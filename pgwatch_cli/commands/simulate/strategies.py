@@ -1,12 +1,19 @@
-"""What a user's client does when another user's change to the open booking arrives."""
+"""What a user's client does when another user's change to the open booking arrives.
+
+``refresh`` and ``merge`` are held to the same rule: a change to the very column the user is
+editing (to another value than theirs) is a clash the user must decide, never something to
+save over. They differ in what they do otherwise: ``refresh`` reloads the booking,
+``merge`` applies the event's diff without a round trip.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pgwatch_cli.commands.simulate.bookings import LOCK_COLUMNS, Copy
+from pgwatch_cli.commands.simulate.bookings import LOCK_COLUMNS, Copy, same
 from pgwatch_cli.stream.events import ChangeEvent
 
 
@@ -22,8 +29,9 @@ class Strategy(StrEnum):
 
 DESCRIPTIONS = {
     Strategy.BASELINE: "no realtime: the optimistic lock catches the stale save",
-    Strategy.REFRESH: "on a change event, reload the booking, keep the pending edit, save",
-    Strategy.MERGE: "rebase the pending edit on the event's diff; same column = conflict",
+    Strategy.REFRESH: "on a change event, reload the booking, keep the pending edit (a change "
+                      "to the same field = conflict), save",
+    Strategy.MERGE: "rebase the pending edit on the event's diff; same field = conflict",
 }
 
 ReactionKind = Literal["reload", "rebase", "clash"]
@@ -52,18 +60,30 @@ def _new_version(event: ChangeEvent) -> int | None:
     return int(event.diff["version"][1])
 
 
+def clashes(copy: Copy, now: Mapping[str, Any]) -> list[str]:
+    """Pending columns that another user has set to a value other than the user's: what the
+    user began editing from (``copy.origin``) is no longer there. Equal values are no clash."""
+    return [
+        column for column, mine in copy.pending.items()
+        if column in now and not same(now[column], copy.origin.get(column))
+        and not same(now[column], mine)
+    ]
+
+
 def react(strategy: Strategy, event: ChangeEvent, copy: Copy) -> Reaction:
+    """What to do with the event. A "reload" must be followed by ``clashes(fresh, ...)``: only
+    the reloaded row shows whether the user's column was changed too."""
     changed = tuple(c for c in event.changed or () if c not in LOCK_COLUMNS)
-    if strategy is Strategy.REFRESH:
-        return Reaction("reload", changed)
-    if strategy is Strategy.MERGE:
-        if set(changed) & set(copy.pending):
-            return Reaction("clash", changed)
-        # Without the full diff (dropped for size, excluded columns) only a reload is safe.
-        if event.truncated or event.diff is None or not set(event.changed or ()) <= set(event.diff):
-            return Reaction("reload", changed)
+    if strategy is Strategy.BASELINE:
+        raise ValueError("the baseline does not react to events")
+    # Without the full diff (dropped for size, excluded columns) only a reload can tell.
+    complete = (not event.truncated and event.diff is not None
+                and set(event.changed or ()) <= set(event.diff))
+    if complete and clashes(copy, {c: new for c, (_old, new) in (event.diff or {}).items()}):
+        return Reaction("clash", changed)
+    if strategy is Strategy.MERGE and complete:
         return Reaction("rebase", changed)
-    raise ValueError("the baseline does not react to events")
+    return Reaction("reload", changed)
 
 
 def rebase(copy: Copy, event: ChangeEvent) -> None:
