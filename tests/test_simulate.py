@@ -127,7 +127,7 @@ def test_storm_has_fewer_conflicts_with_realtime(bookwatch: Invoke, dsn: str) ->
     assert baseline["conflicts"] > refresh["conflicts"], report
     assert baseline["conflicts"] > merge["conflicts"], report
     assert baseline["latency_ms"] is None and baseline["reloads"] == baseline["rebases"] == 0
-    assert refresh["rebases"] == 0 and merge["reloads"] <= refresh["reloads"]
+    assert refresh["rebases"] == 0 and refresh["retried_saves"] == baseline["retried_saves"] == 0
     for block in (refresh, merge):
         latency = block["latency_ms"]
         # Every save reaches the three other users (a noisy shared machine: sanity only).

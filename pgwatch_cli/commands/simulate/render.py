@@ -141,6 +141,12 @@ def storm_summary(console: Console, report: StormReport) -> None:
                 "the notification window, after another user's commit and before its event "
                 "reached this user's client. Real, and counted above."
             )
+        if tally.retries:
+            console.print(
+                f"[green]{tally.strategy.value}[/green]: {tally.retries} save"
+                f"{'s were' if tally.retries != 1 else ' was'} rejected by the lock first, "
+                "rebased on the row as it was then and sent again (no clash, so no question)."
+            )
         if tally.undelivered:
             console.print(
                 f"[yellow]{tally.strategy.value}: {tally.undelivered} notifications did not "

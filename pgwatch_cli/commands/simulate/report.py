@@ -73,6 +73,7 @@ class StormReport:
                 "rejected_saves": tally.rejected,
                 "clashes": tally.clashes,
                 "lost_updates": tally.lost_updates,
+                "retried_saves": tally.retries,
                 "reloads": tally.reloads,
                 "rebases": tally.rebases,
                 "undelivered": tally.undelivered,

@@ -32,6 +32,9 @@ from pgwatch_cli.errors import DatabaseUnreachable
 from pgwatch_cli.stream.hub import Hub
 
 FIRST_BOOKING = 123
+# merge: how often a save rejected by the lock is rebased and sent again before it counts as
+# rejected (each retry needs another user's save to win the race again).
+MERGE_RETRIES = 3
 # After the last save, how long every user's notifications may take to arrive before the
 # missing ones are counted as not delivered.
 DRAIN_TIMEOUT_S = 10.0
@@ -87,6 +90,7 @@ class Tally:
     rejected: int = 0  # saves refused by the optimistic lock
     clashes: int = 0  # refresh/merge: another user changed the column being edited
     lost_updates: int = 0  # saves that silently replaced another user's newer value
+    retries: int = 0  # merge: saves rebased on the current row after a 409 and sent again
     reloads: int = 0
     rebases: int = 0
     latencies_ms: list[float] = field(default_factory=list)
@@ -203,20 +207,33 @@ class _User:
         if copy_or_clash is None:
             self.tally.clashes += 1
             return
-        final = copy_or_clash
+        copy = copy_or_clash
+        for _ in range(MERGE_RETRIES + 1):
+            try:
+                await self.save(copy, turn)
+            except StaleCopy:
+                # The 409 came before the event. merge does what the demo page does with a
+                # 409's current row: rebase on it and, with no clash, save again.
+                if self.strategy is not Strategy.MERGE:
+                    break
+                copy = await self.reload(copy)
+                if clashes(copy, copy.values):
+                    self.tally.clashes += 1
+                    return
+                self.tally.retries += 1
+                continue
+            self.tally.saves += 1
+            return
+        self.tally.rejected += 1
 
+    async def save(self, copy: Copy, turn: Turn) -> None:
         def committed(version: int) -> None:
             # Still inside the saving transaction: no other save of this booking between.
-            self.tally.lost_updates += bool(self.ledger.overwritten(final, self.name))
-            self.ledger.record(final, version, self.name)
+            self.tally.lost_updates += bool(self.ledger.overwritten(copy, self.name))
+            self.ledger.record(copy, version, self.name)
             self.commits.mark(turn.booking_id, version)
 
-        try:
-            await bookings.save(self.conn, self.table, final, self.name, on_commit=committed)
-        except StaleCopy:
-            self.tally.rejected += 1
-            return
-        self.tally.saves += 1
+        await bookings.save(self.conn, self.table, copy, self.name, on_commit=committed)
 
     async def think(self, copy: Copy, deadline: float) -> Copy | None:
         """Edit until the deadline, reacting to notifications; None after a merge clash."""

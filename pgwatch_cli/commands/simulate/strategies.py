@@ -2,8 +2,10 @@
 
 ``refresh`` and ``merge`` are held to the same rule: a change to the very column the user is
 editing (to another value than theirs) is a clash the user must decide, never something to
-save over. They differ in what they do otherwise: ``refresh`` reloads the booking,
-``merge`` applies the event's diff without a round trip.
+save over. They differ in what they do otherwise: ``refresh`` reloads the booking, ``merge``
+applies the event's diff without a round trip and, when a save is rejected because the event
+had not arrived yet, rebases on the current row and saves again (as the demo page does on a
+409).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ DESCRIPTIONS = {
     Strategy.BASELINE: "no realtime: the optimistic lock catches the stale save",
     Strategy.REFRESH: "on a change event, reload the booking, keep the pending edit (a change "
                       "to the same field = conflict), save",
-    Strategy.MERGE: "rebase the pending edit on the event's diff; same field = conflict",
+    Strategy.MERGE: "rebase the pending edit on the event's diff (or on the row a rejected "
+                    "save finds, then save again); same field = conflict",
 }
 
 ReactionKind = Literal["reload", "rebase", "clash"]
