@@ -11,6 +11,7 @@ import httpx
 import psycopg
 import pytest
 
+from pgwatch_cli.commands.serve.presence import Presence
 from pgwatch_cli.commands.serve.presence_sync import PresenceSync
 from tests.presence_helpers import Frames, Replica, eventually
 from tests.serve_helpers import SseReader, install_demo, running_server
@@ -152,8 +153,28 @@ def test_a_role_that_may_not_create_the_tables_gets_the_fix(
         postgresql.execute(f"DROP ROLE {role}")
 
 
-def test_server_ids_are_distinct_per_process(demo_dsn: str) -> None:
-    from pgwatch_cli.commands.serve.presence import Presence
+def test_a_burst_of_joins_costs_a_few_batched_round_trips(demo_dsn: str) -> None:
+    replica = Replica(demo_dsn)
+    try:
+        eventually(lambda: replica.shared, bool, timeout=10)
+        assert replica.sync is not None
+        before = replica.sync.syncs
 
+        def burst(presence: Presence) -> None:
+            for number in range(500):
+                presence.join(f"bookings:{number % 20}", f"Gast {number}", Frames())
+
+        replica.call(burst)
+        with psycopg.connect(demo_dsn) as conn:
+            eventually(
+                lambda: conn.execute("SELECT count(*) FROM bookwatch.presence").fetchone(),
+                lambda count: count == (500,), timeout=5,
+            )
+        assert replica.sync.syncs - before <= 3
+    finally:
+        replica.close()
+
+
+def test_server_ids_are_distinct_per_process(demo_dsn: str) -> None:
     ids = {PresenceSync(Presence(), demo_dsn).server_id for _ in range(3)}
     assert len(ids) == 3

@@ -92,6 +92,9 @@ class Presence:
         self._scheduled: dict[str, asyncio.TimerHandle] = {}
         # What this process's part of the shared map must become: (entity, viewer) -> present.
         self._changes: dict[Key, bool] = {}
+        # True while the map is shared with the other processes (presence_sync sets it);
+        # /healthz and /metrics can tell an operator that replicas do not see each other.
+        self.shared = False
 
     # -- the streams' side -------------------------------------------------------------------
 

@@ -77,13 +77,17 @@ class PresenceSync:
         self.heartbeat_s = ttl_s / 3
         self.server_id = uuid.uuid4().hex
         self.label = f"{socket.gethostname()} pid {os.getpid()}"
-        self.shared = False  # True while this process is part of the shared map
         self.syncs = 0
         self.reads = 0
         self._notice = notice
         self._queries = _queries()
         self._started_at: datetime | None = None
         self._stopping = False
+
+    @property
+    def shared(self) -> bool:
+        """True while this process is part of the shared map."""
+        return self.presence.shared
 
     async def run(self) -> None:
         """Sync until ``stop()`` (then withdraw this server's viewers) or cancellation (then
@@ -139,7 +143,7 @@ class PresenceSync:
                 " bookwatch.presence_server on first start: start it once as the role that"
                 " ran install-triggers, or grant SELECT, INSERT, UPDATE, DELETE on them)"
             ) from None
-        self.shared = True
+        self.presence.shared = True
         await self._read(conn)
 
     async def _keep_in_step(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -214,7 +218,7 @@ class PresenceSync:
         self._lost()
 
     def _lost(self) -> None:
-        self.shared = False
+        self.presence.shared = False
         self._started_at = None
         # Without the database, the others' viewers can no longer be vouched for.
         self.presence.replace_others({})
