@@ -7,6 +7,8 @@
 -- every sync (at least every few seconds). Any live server deletes the rows of expired ones.
 
 -- name: create_tables
+-- Workers starting together would race on IF NOT EXISTS: one creates, the others wait here.
+SELECT pg_advisory_xact_lock(hashtext('bookwatch presence tables'));
 CREATE UNLOGGED TABLE IF NOT EXISTS bookwatch.presence_server (
     server_id  text PRIMARY KEY,
     label      text NOT NULL,              -- host and pid, for whoever looks at this table

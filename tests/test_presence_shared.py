@@ -175,6 +175,18 @@ def test_a_burst_of_joins_costs_a_few_batched_round_trips(demo_dsn: str) -> None
         replica.close()
 
 
+def test_workers_starting_together_create_the_tables_once(demo_dsn: str) -> None:
+    notices: list[str] = []
+    replicas = [Replica(demo_dsn, notice=notices.append) for _ in range(3)]
+    try:
+        for replica in replicas:
+            eventually(lambda replica=replica: replica.shared, bool, timeout=10)
+    finally:
+        for replica in replicas:
+            replica.close()
+    assert notices == []
+
+
 def test_server_ids_are_distinct_per_process(demo_dsn: str) -> None:
     ids = {PresenceSync(Presence(), demo_dsn).server_id for _ in range(3)}
     assert len(ids) == 3

@@ -134,7 +134,8 @@ class PresenceSync:
             )
         try:
             if not tables_exist:
-                await conn.execute(self._queries["create_tables"])
+                async with conn.transaction():
+                    await conn.execute(self._queries["create_tables"])
             await conn.execute(f"LISTEN {CHANNEL}")
             await self._upload_all(conn)
         except psycopg.errors.InsufficientPrivilege as exc:
