@@ -93,6 +93,23 @@ def test_other_processes_viewers_are_merged_once_per_name_and_announced() -> Non
     assert seen == [["Anna"], ["Anna", "Ben"], ["Anna"]]
 
 
+def test_a_tab_joining_a_list_that_does_not_change_still_gets_it() -> None:
+    async def scenario() -> tuple[list[list[str]], list[list[str]]]:
+        presence = Presence()
+        presence.replace_others({"bookings:1": ["Anna"]})  # Anna, on another server
+        await asyncio.sleep(0.3)
+        ben, anna = Frames(), Frames()
+        presence.join("bookings:1", "Ben", ben)
+        await asyncio.sleep(0.3)
+        presence.join("bookings:1", "Anna", anna)  # a tab here: the list stays the same
+        await asyncio.sleep(0.3)
+        return lists(ben), lists(anna)
+
+    ben, anna = run(scenario)
+    assert ben == [["Anna", "Ben"]]
+    assert anna == [["Anna", "Ben"]]
+
+
 def test_unicode_names_are_people_and_composed_the_same_way() -> None:
     async def scenario() -> list[str]:
         presence = Presence()

@@ -193,22 +193,23 @@ class Presence:
         if wait > 0:
             self._scheduled[entity] = loop.call_later(wait, self._announce, entity)
             return False
-        self._announce(entity)
-        return True
+        return self._announce(entity)
 
-    def _announce(self, entity: str) -> None:
+    def _announce(self, entity: str) -> bool:
+        """Push the entity's list to its watchers unless they have it already."""
         self._scheduled.pop(entity, None)
         watchers = self._watchers.get(entity)
         if not watchers:
-            return
+            return False
         sent = self._sent.get(entity)
         viewers, frame = self._frame(entity)
-        self._sent_at[entity] = asyncio.get_running_loop().time()
         if sent is not None and sent[0] == viewers:
-            return  # joined and left again within the interval: nothing new to say
+            return False  # e.g. joined and left again within the interval: nothing new
+        self._sent_at[entity] = asyncio.get_running_loop().time()
         self._sent[entity] = (viewers, frame)
         for watcher in list(watchers):
             watcher.push(frame)
+        return True
 
     def _forget_frames(self, entity: str) -> None:
         self._sent.pop(entity, None)
