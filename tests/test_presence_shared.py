@@ -92,6 +92,27 @@ def test_a_crashed_replicas_viewers_expire(
         replica.close()
 
 
+def test_a_crashed_replica_expires_even_while_the_others_churn(demo_dsn: str) -> None:
+    live, doomed = Replica(demo_dsn), Replica(demo_dsn, ttl_s=1.0)
+    try:
+        eventually(lambda: live.shared and doomed.shared, bool, timeout=10)
+        doomed.call(lambda presence: presence.join("bookings:4", "Zoe", Frames()))
+        eventually(lambda: live.call(lambda presence: presence.viewers("bookings:4")),
+                   lambda seen: seen == ["Zoe"], timeout=10)
+        doomed.crash()
+        tab = Frames()
+        deadline = time.monotonic() + 15
+        while "Zoe" in live.call(lambda presence: presence.viewers("bookings:4")):
+            assert time.monotonic() < deadline, "the crashed replica's viewer stayed"
+            # A sync every tick on the live server, and no wake-up from the crashed one.
+            live.call(lambda presence: presence.join("bookings:8", "Churn", tab))
+            time.sleep(0.1)
+            live.call(lambda presence: presence.leave("bookings:8", "Churn", tab))
+    finally:
+        live.close()
+        doomed.close()
+
+
 def test_a_clean_stop_withdraws_viewers_at_once(demo_dsn: str) -> None:
     replica = Replica(demo_dsn)
     try:

@@ -149,18 +149,22 @@ class PresenceSync:
 
     async def _keep_in_step(self, conn: psycopg.AsyncConnection[Any]) -> None:
         loop = asyncio.get_running_loop()
-        last_sync = loop.time()
+        last_heartbeat = loop.time()
         woken = False
         while not self._stopping:
             # Wake-ups that arrive during a tick are read once, at its end.
             async with contextlib.aclosing(conn.notifies(timeout=self.tick_s)) as notes:
                 async for note in notes:
                     woken = woken or note.payload != self.server_id
-            heartbeat = loop.time() - last_sync >= self.heartbeat_s
-            if self.presence.has_changes() or heartbeat:
-                last_sync = loop.time()
-                if await self._sync(conn, sweep=heartbeat):
-                    woken = True
+            # Every sync renews this server; the heartbeat also sweeps expired servers and
+            # reads the map even when nobody woke us (a crashed server sends no wake-up).
+            heartbeat = loop.time() - last_heartbeat >= self.heartbeat_s
+            if heartbeat:
+                last_heartbeat = loop.time()
+            if (self.presence.has_changes() or heartbeat) and await self._sync(
+                conn, sweep=heartbeat
+            ):
+                woken = True
             if woken or heartbeat:
                 woken = False
                 await self._read(conn)
