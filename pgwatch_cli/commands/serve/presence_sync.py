@@ -112,10 +112,18 @@ class PresenceSync:
                 if self._stopping:
                     return
                 if self.shared:
-                    self._notice(f"Presence lost its database connection, retrying: {exc}")
+                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    self._notice(f"Presence lost its database connection, retrying: {reason}")
                 self._lost()
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, RETRY_MAX_S)
+
+    def ended(self, task: asyncio.Task[None]) -> None:
+        """The sync task's end: a failure costs the shared map, never the server."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self._notice(f"Presence is shared only within this process: {task.exception()!r}")
+        self._lost()
 
     def stop(self) -> None:
         """Withdraw this server's viewers and end ``run()`` (within one tick)."""
@@ -234,13 +242,12 @@ async def shared(presence: Presence, dsn: str, **options: Any) -> AsyncIterator[
     """Presence shared with every ``serve`` on ``dsn`` while the block runs."""
     sync = PresenceSync(presence, dsn, **options)
     task = asyncio.create_task(sync.run(), name="bookwatch-presence")
+    task.add_done_callback(sync.ended)
     try:
         yield sync
     finally:
         sync.stop()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), STOP_TIMEOUT_S)
-        except TimeoutError:
+        done, _ = await asyncio.wait([task], timeout=STOP_TIMEOUT_S)
+        if not done:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait([task])
