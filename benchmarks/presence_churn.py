@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
 
+import psutil
 import psycopg
 from psycopg import conninfo
 
@@ -91,14 +92,17 @@ async def event_client(port: int, received: list[tuple[int, float]],
                 received.append((int(line[4:]), time.monotonic()))
 
 
+PRESENCE_FRAMES = [0]
+
+
 async def viewer(port: int, name: str | None, stay_s: float) -> None:
     query = f"table=guests&viewer={quote(name)}&viewing=bookings:{random.randint(1, 50)}" if (
         name is not None) else "table=guests"
     async with stream(port, query) as reader:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(stay_s):
-                while await reader.read(65536):
-                    pass
+                while data := await reader.read(65536):
+                    PRESENCE_FRAMES[0] += data.count(b"event: presence")
 
 
 async def writer(dsn: str, rate: float, committed: dict[int, float], stop: asyncio.Event) -> None:
@@ -159,18 +163,35 @@ def p99(samples: list[float]) -> float:
     return ordered[int(len(ordered) * 0.99) - 1]
 
 
-async def main_async(args: argparse.Namespace, dsn: str, port: int) -> None:
+def cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+async def main_async(args: argparse.Namespace, dsn: str, port: int, server: psutil.Process
+                     ) -> None:
     results: dict[str, list[float]] = {"quiet": [], "plain": [], "churn": []}
+    added: dict[str, list[float]] = {"plain": [], "churn": []}
+    kinds = list(results)
     for repetition in range(args.repetitions):
-        for kind in results:
+        rep_p99: dict[str, float] = {}
+        # A shared machine's load drifts: rotate the order so no phase always comes first.
+        for kind in kinds[repetition % 3:] + kinds[:repetition % 3]:
+            cpu, PRESENCE_FRAMES[0] = cpu_s(server), 0
             samples = await phase(port, dsn, args, kind)
+            cpu = cpu_s(server) - cpu
             results[kind] += samples
-            print(f"rep {repetition + 1} {kind:5}  {summary(samples)}", flush=True)
+            rep_p99[kind] = p99(samples)
+            print(f"rep {repetition + 1} {kind:5}  {summary(samples)}  serve CPU {cpu:5.2f} s"
+                  f"  presence frames {PRESENCE_FRAMES[0]}",
+                  flush=True)
+        for kind in added:
+            added[kind].append(rep_p99[kind] - rep_p99["quiet"])
     for kind, samples in results.items():
         print(f"all   {kind:5}  {summary(samples)}")
-    quiet = p99(results["quiet"])
-    for kind in ("plain", "churn"):
-        print(f"p99 added by {kind}: {(p99(results[kind]) - quiet) * 1000:.1f} ms")
+    for kind, deltas in added.items():
+        print(f"p99 added by {kind} (median of the repetitions' differences):"
+              f" {statistics.median(deltas) * 1000:.1f} ms")
 
 
 def main() -> None:
@@ -186,8 +207,8 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "pgwatch_cli", "init-demo", "--dsn", dsn],
                        check=True, capture_output=True)
         port = free_port()
-        with serve(dsn, port):
-            asyncio.run(main_async(args, dsn, port))
+        with serve(dsn, port) as process:
+            asyncio.run(main_async(args, dsn, port, psutil.Process(process.pid)))
 
 
 if __name__ == "__main__":

@@ -110,6 +110,23 @@ def test_a_tab_joining_a_list_that_does_not_change_still_gets_it() -> None:
     assert anna == [["Anna", "Ben"]]
 
 
+def test_a_tab_joining_while_a_send_is_pending_gets_the_list_once() -> None:
+    async def scenario() -> tuple[list[list[str]], list[list[str]]]:
+        presence = Presence()
+        anna, ben = Frames(), Frames()
+        presence.join("bookings:1", "Anna", anna)  # sent at once
+        presence.join("bookings:1", "Ben", ben)  # within the interval: scheduled
+        second_tab = Frames()
+        presence.join("bookings:1", "Anna", second_tab)  # waits for that send
+        presence.leave("bookings:1", "Ben", ben)  # ... which then has nothing new
+        await asyncio.sleep(0.5)
+        return lists(anna), lists(second_tab)
+
+    anna, second_tab = run(scenario)
+    assert anna == [["Anna"]]
+    assert second_tab == [["Anna"]]
+
+
 def test_unicode_names_are_people_and_composed_the_same_way() -> None:
     async def scenario() -> list[str]:
         presence = Presence()

@@ -90,6 +90,8 @@ class Presence:
         self._sent: dict[str, tuple[list[str], bytes]] = {}
         self._sent_at: dict[str, float] = {}
         self._scheduled: dict[str, asyncio.TimerHandle] = {}
+        # Streams that joined while a send was scheduled and have no list yet.
+        self._waiting: dict[str, set[Watcher]] = {}
         # What this process's part of the shared map must become: (entity, viewer) -> present.
         self._changes: dict[Key, bool] = {}
         # True while the map is shared with the other processes (presence_sync sets it);
@@ -107,7 +109,9 @@ class Presence:
         if counts[viewer] == 1:
             self._changed((entity, viewer), True)
             announced = self._announce_soon(entity)
-        if not announced:
+        if entity in self._scheduled:
+            self._waiting.setdefault(entity, set()).add(watcher)  # the next send includes it
+        elif not announced:
             watcher.push(self._frame(entity)[1])
 
     def leave(self, entity: str, viewer: str, watcher: Watcher) -> None:
@@ -116,6 +120,7 @@ class Presence:
         if counts is None or counts[viewer] <= 0:
             return
         counts[viewer] -= 1
+        self._waiting.get(entity, set()).discard(watcher)
         watchers = self._watchers.get(entity)
         if watchers is not None:
             watchers.discard(watcher)
@@ -198,13 +203,18 @@ class Presence:
     def _announce(self, entity: str) -> bool:
         """Push the entity's list to its watchers unless they have it already."""
         self._scheduled.pop(entity, None)
+        waiting = self._waiting.pop(entity, set())
         watchers = self._watchers.get(entity)
         if not watchers:
             return False
         sent = self._sent.get(entity)
         viewers, frame = self._frame(entity)
         if sent is not None and sent[0] == viewers:
-            return False  # e.g. joined and left again within the interval: nothing new
+            # E.g. someone joined and left again within the interval: nothing new, except
+            # for the streams that have no list yet.
+            for watcher in waiting:
+                watcher.push(frame)
+            return False
         self._sent_at[entity] = asyncio.get_running_loop().time()
         self._sent[entity] = (viewers, frame)
         for watcher in list(watchers):
@@ -212,6 +222,7 @@ class Presence:
         return True
 
     def _forget_frames(self, entity: str) -> None:
+        self._waiting.pop(entity, None)
         self._sent.pop(entity, None)
         self._sent_at.pop(entity, None)
         handle = self._scheduled.pop(entity, None)
