@@ -9,7 +9,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from pgwatch_cli.commands.serve.presence import InvalidPresence, Presence, check
+from pgwatch_cli.commands.serve.presence import (
+    InvalidPresence,
+    NewestFrameWriter,
+    Presence,
+    check,
+)
 from tests.presence_helpers import Frames
 
 T = TypeVar("T")
@@ -158,3 +163,28 @@ def test_unicode_names_are_people_and_composed_the_same_way() -> None:
 def test_names_with_control_characters_or_too_long_are_refused(viewer: str, viewing: str) -> None:
     with pytest.raises(InvalidPresence):
         check(viewer, viewing)
+
+
+def test_a_stream_that_does_not_read_holds_one_presence_frame_not_all_of_them() -> None:
+    async def scenario() -> tuple[list[bytes], int]:
+        unblocked = asyncio.Event()
+        written: list[bytes] = []
+
+        async def write(frame: bytes) -> None:
+            await unblocked.wait()  # the peer does not read
+            written.append(frame)
+
+        writer = NewestFrameWriter(write)
+        for number in range(10_000):
+            writer.push(f"frame {number}".encode())
+            await asyncio.sleep(0)
+        tasks = len(asyncio.all_tasks())
+        unblocked.set()
+        await asyncio.sleep(0.01)
+        writer.close()
+        return written, tasks
+
+    written, tasks = run(scenario)
+    # The frame being written when the peer stalled, then only the newest.
+    assert written == [b"frame 0", b"frame 9999"]
+    assert tasks == 2  # the test's own and one writer

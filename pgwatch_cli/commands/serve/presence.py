@@ -12,7 +12,7 @@ import asyncio
 import json
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 from pgwatch_cli.commands.serve import sse
@@ -36,6 +36,37 @@ class Watcher(Protocol):
     """
 
     def push(self, frame: bytes) -> None: ...
+
+
+class NewestFrameWriter:
+    """A Watcher for a stream whose writes can block (a client that does not read): it holds
+    at most one unwritten frame, the newest, and one task; older ones are dropped unsent.
+
+    A stream passes the same instance to ``join`` and ``leave`` and calls ``close()`` at end.
+    """
+
+    def __init__(self, write: Callable[[bytes], Awaitable[None]]) -> None:
+        self._write = write
+        self._frame: bytes | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def push(self, frame: bytes) -> None:
+        self._frame = frame
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._frame is not None:
+                frame, self._frame = self._frame, None
+                await self._write(frame)
+        finally:
+            self._writer = None
+
+    def close(self) -> None:
+        self._frame = None
+        if self._writer is not None:
+            self._writer.cancel()
 
 
 class InvalidPresence(ValueError):
