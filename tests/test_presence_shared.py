@@ -113,6 +113,31 @@ def test_a_crashed_replica_expires_even_while_the_others_churn(demo_dsn: str) ->
         doomed.close()
 
 
+def test_a_sync_stuck_behind_a_lock_fails_and_catches_up_without_flapping(
+    demo_dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
+    notices: list[str] = []
+    here, there = Replica(demo_dsn, notice=notices.append), Replica(demo_dsn)
+    try:
+        eventually(lambda: here.shared and there.shared, bool, timeout=10)
+        here.call(lambda presence: presence.join("bookings:2", "Anna", Frames()))
+        eventually(lambda: there.call(lambda presence: presence.snapshot()),
+                   lambda seen: seen == {"bookings:2": ["Anna"]}, timeout=10)
+        assert here.sync is not None
+        with psycopg.connect(demo_dsn) as locker:
+            locker.execute("LOCK TABLE bookwatch.presence IN ACCESS EXCLUSIVE MODE")
+            here.call(lambda presence: presence.join("bookings:2", "Ben", Frames()))
+            time.sleep(3)  # longer than the sync's lock_timeout: its statement fails
+            assert here.shared
+            assert here.call(lambda presence: presence.viewers("bookings:2")) == ["Anna", "Ben"]
+        eventually(lambda: there.call(lambda presence: presence.snapshot()),
+                   lambda seen: seen == {"bookings:2": ["Anna", "Ben"]}, timeout=10)
+        assert notices == []
+    finally:
+        here.close()
+        there.close()
+
+
 def test_a_clean_stop_withdraws_viewers_at_once(demo_dsn: str) -> None:
     replica = Replica(demo_dsn)
     try:

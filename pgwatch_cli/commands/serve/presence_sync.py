@@ -45,6 +45,8 @@ TTL_S = 15.0
 TICK_S = 1.0 / FRAMES_PER_SECOND
 RETRY_MAX_S = 10.0
 STOP_TIMEOUT_S = 3.0
+LOCK_TIMEOUT_MS = 2000
+STATEMENT_TIMEOUT_MS = 5000
 
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -140,6 +142,10 @@ class PresenceSync:
             raise PresenceUnavailable(
                 "schema bookwatch does not exist (bookwatch install-triggers creates it)"
             )
+        # Presence waits for nobody: a statement stuck behind a lock fails and is retried.
+        await conn.execute(
+            f"SET lock_timeout = {LOCK_TIMEOUT_MS}; SET statement_timeout = {STATEMENT_TIMEOUT_MS}"
+        )
         try:
             if not tables_exist:
                 async with conn.transaction():
@@ -158,7 +164,7 @@ class PresenceSync:
     async def _keep_in_step(self, conn: psycopg.AsyncConnection[Any]) -> None:
         loop = asyncio.get_running_loop()
         last_heartbeat = loop.time()
-        woken = False
+        woken = upload = False
         while not self._stopping:
             # Wake-ups that arrive during a tick are read once, at its end.
             async with contextlib.aclosing(conn.notifies(timeout=self.tick_s)) as notes:
@@ -169,13 +175,24 @@ class PresenceSync:
             heartbeat = loop.time() - last_heartbeat >= self.heartbeat_s
             if heartbeat:
                 last_heartbeat = loop.time()
-            if (self.presence.has_changes() or heartbeat) and await self._sync(
-                conn, sweep=heartbeat
-            ):
-                woken = True
-            if woken or heartbeat:
-                woken = False
-                await self._read(conn)
+            try:
+                if upload:
+                    await self._upload_all(conn)
+                    upload, woken = False, True
+                elif (self.presence.has_changes() or heartbeat) and await self._sync(
+                    conn, sweep=heartbeat
+                ):
+                    woken = True
+                if woken or heartbeat:
+                    woken = False
+                    await self._read(conn)
+            except psycopg.Error:
+                if conn.broken or conn.closed:
+                    raise
+                # A statement failed on a working connection (a lock held too long, a
+                # deadlock between two sweeps): the batch is lost, so upload everything on
+                # the next tick, and keep what the others are known to show meanwhile.
+                upload = True
 
     async def _sync(self, conn: psycopg.AsyncConnection[Any], *, sweep: bool) -> bool:
         """Write the joins and leaves since the last sync; True when others' rows changed."""
