@@ -233,6 +233,19 @@ def test_workers_starting_together_create_the_tables_once(demo_dsn: str) -> None
     assert notices == []
 
 
+def test_stopping_while_the_database_is_unreachable_is_immediate() -> None:
+    notices: list[str] = []
+    replica = Replica("postgresql://postgres@127.0.0.1:1/none", notice=notices.append)
+    try:
+        time.sleep(1.5)  # a few failed attempts: the retry delay has grown
+        started = time.monotonic()
+        replica.stop()
+        assert time.monotonic() - started < 1.0
+        assert not replica.shared and notices == []  # never shared: nothing to warn about
+    finally:
+        replica.close()
+
+
 def test_server_ids_are_distinct_per_process(demo_dsn: str) -> None:
     ids = {PresenceSync(Presence(), demo_dsn).server_id for _ in range(3)}
     assert len(ids) == 3

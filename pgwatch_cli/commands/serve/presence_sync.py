@@ -85,6 +85,7 @@ class PresenceSync:
         self._queries = _queries()
         self._started_at: datetime | None = None
         self._stopping = False
+        self._stop_requested = asyncio.Event()
 
     @property
     def shared(self) -> bool:
@@ -117,7 +118,10 @@ class PresenceSync:
                     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     self._notice(f"Presence lost its database connection, retrying: {reason}")
                 self._lost()
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                with contextlib.suppress(TimeoutError):  # a stop ends the wait at once
+                    await asyncio.wait_for(
+                        self._stop_requested.wait(), delay * random.uniform(0.5, 1.0)
+                    )
                 delay = min(delay * 2, RETRY_MAX_S)
 
     def ended(self, task: asyncio.Task[None]) -> None:
@@ -130,6 +134,7 @@ class PresenceSync:
     def stop(self) -> None:
         """Withdraw this server's viewers and end ``run()`` (within one tick)."""
         self._stopping = True
+        self._stop_requested.set()
 
     # -- steps -------------------------------------------------------------------------------
 
