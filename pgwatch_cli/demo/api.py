@@ -3,16 +3,24 @@
 Saving is optimistic locking on ``version``: ``PUT /api/bookings/{id}`` with ``If-Match``
 answers 409 when someone saved first. Writes set ``bookwatch.actor`` to the editing user, so
 the change event names the real editor.
+
+Every request takes a pooled connection and gives it back; a save waits at most
+``LOCK_TIMEOUT`` for a row another transaction holds (then 503 with ``Retry-After``), so a few
+stuck saves cannot hold every connection while the other requests wait.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+import unicodedata
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from decimal import Decimal
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import sql
@@ -24,7 +32,6 @@ from starlette.routing import BaseRoute, Route
 
 from pgwatch_cli.capture import sqlfiles
 from pgwatch_cli.capture.tables import TableRef
-from pgwatch_cli.commands.serve.connections import Connections
 from pgwatch_cli.demo import schema as demo
 from pgwatch_cli.errors import BookwatchError
 
@@ -34,6 +41,45 @@ CONFLICT_MESSAGE = (
     "This booking was modified by another user. Reload it to see their changes, then save again."
 )
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
+MAX_ACTOR_LENGTH = 100
+LOCK_TIMEOUT = "2s"
+SAVE_TIMEOUT = "5s"
+RETRY_AFTER_S = 1
+# Who saved a booking is looked up among this many newest log entries (a bounded scan).
+SAVED_BY_WINDOW = 2000
+
+
+class ConnectionSource(Protocol):
+    """Where the routes take their connections (serve's pool): autocommit, given back at exit."""
+
+    def connection(self) -> contextlib.AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        ...
+
+
+class BadActor(ValueError):
+    """An ``X-Bookwatch-User`` header that cannot be a person's name."""
+
+
+def actor_of(raw: str | None) -> str:
+    """The editing person from ``X-Bookwatch-User``, which the page sends percent-encoded
+    (``encodeURIComponent``) so that any name survives HTTP's Latin-1 headers."""
+    if raw is None or not raw.strip():
+        return "demo"
+    if not raw.isascii():
+        raise BadActor(f"send {ACTOR_HEADER} percent-encoded (encodeURIComponent(name))")
+    try:
+        name = unquote(raw.strip(), errors="strict")
+    except UnicodeDecodeError:
+        raise BadActor(f"{ACTOR_HEADER} is not percent-encoded UTF-8") from None
+    if not name.strip():
+        return "demo"
+    if len(name) > MAX_ACTOR_LENGTH:
+        raise BadActor(f"{ACTOR_HEADER} must be at most {MAX_ACTOR_LENGTH} characters")
+    # The name lands in change events that other people's pages show.
+    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") or "\u202a" <= char <= "\u202e"
+           or "\u2066" <= char <= "\u2069" for char in name):
+        raise BadActor(f"{ACTOR_HEADER} must not contain control characters")
+    return name
 
 _SELECT = """
 SELECT b.id, b.reservierungsnummer, b.guest_id, b.room_id,
@@ -118,7 +164,64 @@ async def _newest_seq(conn: psycopg.AsyncConnection[Any], channel: str) -> int |
     return int(row[0]) if row is not None else None
 
 
-def routes(connections: Connections, schema: str, channel: str) -> list[BaseRoute]:
+async def _saved_by(
+    conn: psycopg.AsyncConnection[Any], schema: str, booking_id: int
+) -> str | None:
+    """Who made the booking's newest logged change, if the change log says (None: unknown)."""
+    try:
+        cursor = await conn.execute(
+            "SELECT to_regclass('bookwatch.change_log') IS NOT NULL"
+            " AND has_table_privilege('bookwatch.change_log', 'SELECT')"
+        )
+        readable = await cursor.fetchone()
+        if not readable or not readable[0]:
+            return None
+        cursor = await conn.execute(_SAVED_BY, {
+            "window": SAVED_BY_WINDOW, "schema": schema, "id": booking_id,
+        })
+        row = await cursor.fetchone()
+    except psycopg.Error:
+        return None
+    return row[0] if row is not None else None
+
+
+_SAVED_BY = """
+SELECT payload::jsonb ->> 'actor'
+  FROM bookwatch.change_log
+ WHERE seq > (SELECT coalesce(max(seq), 0) FROM bookwatch.change_log) - %(window)s
+   AND payload::jsonb ->> 'table' = 'bookings' AND payload::jsonb ->> 'schema' = %(schema)s
+   AND payload::jsonb -> 'id' = to_jsonb(%(id)s::bigint)
+ ORDER BY seq DESC
+ LIMIT 1
+"""
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _database_errors(handler: Handler) -> Handler:
+    """A database that is down, busy or slow is a 503 the page can retry, never a 500."""
+
+    @functools.wraps(handler)
+    async def guarded(request: Request) -> Response:
+        retry = {"Retry-After": str(RETRY_AFTER_S)}
+        try:
+            return await handler(request)
+        except psycopg.errors.LockNotAvailable:
+            return JSONResponse(
+                {"error": "someone else is saving this booking right now; try again"},
+                status_code=503, headers=retry,
+            )
+        except psycopg.errors.QueryCanceled:
+            return JSONResponse({"error": "the database took too long; try again"},
+                                status_code=503, headers=retry)
+        except psycopg.OperationalError:  # psycopg_pool.PoolTimeout included
+            return JSONResponse({"error": "the database is not available; try again"},
+                                status_code=503, headers=retry)
+
+    return guarded
+
+
+def routes(connections: ConnectionSource, schema: str, channel: str) -> list[BaseRoute]:
     names = {name: TableRef(schema, name).identifier() for name in demo.DEMO_TABLES}
     select = sql.SQL(_SELECT).format(**names)
     list_query = select + sql.SQL(" ORDER BY b.id")
@@ -134,6 +237,7 @@ def routes(connections: Connections, schema: str, channel: str) -> list[BaseRout
     async def index(request: Request) -> Response:
         return HTMLResponse(page())
 
+    @_database_errors
     async def list_bookings(request: Request) -> Response:
         # One snapshot for the rows and the newest seq visible in it: a stream opened with
         # last_event_id = that seq brings exactly the changes the list does not show yet.
@@ -146,6 +250,7 @@ def routes(connections: Connections, schema: str, channel: str) -> list[BaseRout
         headers = {SEQ_HEADER: str(seq)} if seq is not None else None
         return JSONResponse([_booking(row) for row in rows], headers=headers)
 
+    @_database_errors
     async def get_booking(request: Request) -> Response:
         booking_id: int = request.path_params["booking_id"]
         async with connections.connection() as conn:
@@ -154,6 +259,7 @@ def routes(connections: Connections, schema: str, channel: str) -> list[BaseRout
             return _error(404, f"booking {booking_id} does not exist")
         return JSONResponse(_booking(row), headers={"ETag": _etag(row["version"])})
 
+    @_database_errors
     async def put_booking(request: Request) -> Response:
         booking_id: int = request.path_params["booking_id"]
         if_match = request.headers.get("if-match")
@@ -162,7 +268,10 @@ def routes(connections: Connections, schema: str, channel: str) -> list[BaseRout
         expected = _ETAG.match(if_match)
         if expected is None:
             return _error(400, f"If-Match must be a version like \"3\", not {if_match!r}")
-        actor = (request.headers.get(ACTOR_HEADER) or "").strip() or "demo"
+        try:
+            actor = actor_of(request.headers.get(ACTOR_HEADER))
+        except BadActor as exc:
+            return _error(400, str(exc))
         try:
             changes = BookingChanges.model_validate_json(await request.body())
         except ValidationError as exc:
@@ -180,8 +289,13 @@ def routes(connections: Connections, schema: str, channel: str) -> list[BaseRout
         async with connections.connection() as conn:
             try:
                 async with conn.transaction():
-                    # A bound parameter, never pasted: the name comes from the browser.
-                    await conn.execute("SELECT set_config('bookwatch.actor', %s, true)", (actor,))
+                    # Bound parameters, never pasted: the name comes from the browser.
+                    await conn.execute(
+                        "SELECT set_config('bookwatch.actor', %s, true),"
+                        " set_config('lock_timeout', %s, true),"
+                        " set_config('statement_timeout', %s, true)",
+                        (actor, LOCK_TIMEOUT, SAVE_TIMEOUT),
+                    )
                     cursor = await conn.execute(
                         update, [*values.values(), booking_id, int(expected.group(1))]
                     )
@@ -189,10 +303,11 @@ def routes(connections: Connections, schema: str, channel: str) -> list[BaseRout
                     row = await fetch_one(conn, booking_id)
             except psycopg.errors.CheckViolation:
                 return _error(422, "departure (abreise) must be after arrival (anreise)")
-        if row is None:
-            return _error(404, f"booking {booking_id} does not exist")
-        if updated is None:
-            return _error(409, CONFLICT_MESSAGE, current=_booking(row))
+            if row is None:
+                return _error(404, f"booking {booking_id} does not exist")
+            if updated is None:
+                saved_by = await _saved_by(conn, schema, booking_id)
+                return _error(409, CONFLICT_MESSAGE, current=_booking(row), saved_by=saved_by)
         return JSONResponse(_booking(row), headers={"ETag": _etag(row["version"])})
 
     return [

@@ -17,6 +17,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from pgwatch_cli import console, db
+from pgwatch_cli.commands.serve import presence_sync
 from pgwatch_cli.commands.serve.app import AppSettings, create_app
 from pgwatch_cli.commands.serve.connections import Connections
 from pgwatch_cli.commands.serve.presence import Presence
@@ -120,11 +121,13 @@ def url_of(listening: socket.socket) -> str:
 async def _serve(
     options: ServeOptions, listening: socket.socket, ready: Callable[[Running], None]
 ) -> int | None:
-    async with ChangeStream(options.dsn, channel=options.channel) as stream:
+    presence = Presence()
+    async with ChangeStream(options.dsn, channel=options.channel) as stream, \
+            presence_sync.shared(presence, options.dsn):
         hub = Hub(stream, queue_size=options.client_buffer)
         connections = Connections(options.dsn)
         relay = Relay(
-            stream=stream, hub=hub, presence=Presence(), connections=connections,
+            stream=stream, hub=hub, presence=presence, connections=connections,
             heartbeat_s=options.heartbeat_s, client_buffer=options.client_buffer,
         )
         settings = AppSettings(
