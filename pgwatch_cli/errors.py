@@ -24,6 +24,16 @@ class UsageProblem(BookwatchError):
 class DatabaseUnreachable(BookwatchError):
     """Could not connect to PostgreSQL."""
 
+    def __init__(
+        self, message: str | None = None, *, hint: str | None = None, reason: str = ""
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason  # libpq's words for the cause, to pick a hint by
+
+
+class UnsupportedDatabase(BookwatchError):
+    """This database cannot carry bookwatch's events."""
+
 
 class EmbeddedServerFailed(BookwatchError):
     """The embedded PostgreSQL server could not be started."""
