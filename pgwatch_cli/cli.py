@@ -213,7 +213,8 @@ def install_triggers(
     exclude_column: Annotated[
         list[str] | None,
         typer.Option(
-            "--exclude-column", metavar="TABLE.COLUMN", help="TABLE.COLUMN whose values never leave the database.",
+            "--exclude-column", metavar="TABLE.COLUMN",
+            help="A column whose values never leave the database (repeatable).",
             show_default=False,
         ),
     ] = None,
@@ -521,7 +522,8 @@ def simulate(
     scenario: Annotated[
         str,
         typer.Option("--scenario", help="seed: the README's story, Anna and Ben editing hotel "
-                     "booking #123 at once; storm: many users editing a few bookings.", callback=_scenario_name, metavar="seed|storm",
+                     "booking #123 at once; storm: many users editing a few bookings.",
+                     callback=_scenario_name, metavar="seed|storm",
                      autocompletion=lambda: list(_SCENARIOS)),
     ] = "seed",
     users: Annotated[
@@ -580,10 +582,12 @@ def simulate(
 @guarded
 def serve(
     host: Annotated[
-        str, typer.Option("--host", metavar="HOST", help="Address to listen on (non-loopback needs --token).")
+        str, typer.Option("--host", metavar="HOST",
+                          help="Address to listen on (non-loopback needs --token).")
     ] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port to listen on (0: any free).")
+        int, typer.Option("--port", metavar="PORT", min=0, max=65535,
+                          help="Port to listen on (0: any free).")
     ] = 8765,
     token: Annotated[
         str | None,
