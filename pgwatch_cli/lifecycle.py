@@ -99,11 +99,28 @@ def signals_deferred() -> Iterator[None]:
         raise Terminated(first)
 
 
+@contextmanager
+def signals_blocked() -> Iterator[None]:
+    """Block Ctrl-C, SIGTERM and SIGHUP while starting worker processes: they inherit the
+    blocked mask, so a signal sent to the whole process group while they boot waits until
+    ``child_process_setup`` has decided what they do with it. Ours are delivered at the end."""
+    watched = {signal.SIGINT, *TERMINATING}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def child_process_setup(parent_pid: int) -> None:
     """In a worker process: leave Ctrl-C and SIGHUP to the parent (it stops its workers in
-    order), and exit when the parent is gone, however it died (SIGKILL included)."""
+    order), and exit when the parent is gone, however it died (SIGKILL included).
+    ``parent_pid`` 0: no parent to watch (a worker run on its own, in tests)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, *TERMINATING})
+    if parent_pid <= 0:
+        return
     threading.Thread(
         target=_exit_with_parent, args=(parent_pid,), name="parent watchdog", daemon=True
     ).start()
