@@ -58,8 +58,14 @@ def _stderr() -> Console:
 def _stdout() -> Console:
     from rich.console import Console
 
+    class Stdout(Console):
+        def on_broken_pipe(self) -> None:
+            # Rich would exit 1 without a word; the CLI ends quietly instead, as a filter
+            # does when its reader goes away (``bookwatch simulate | head -1``).
+            raise BrokenPipeError
+
     # Piped output is read by people in pagers and logs: do not squeeze tables to 80 columns.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    return Stdout(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def __getattr__(name: str) -> Console:
