@@ -436,6 +436,7 @@ def tail(
             timeout=timeout,
             since=since,
             as_json=as_json,
+            same_server=same_server(),
         )
     )
 
