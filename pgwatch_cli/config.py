@@ -88,8 +88,9 @@ def _checked(dsn: str, origin: str) -> str:
 
     uri = _URI.match(dsn)
     if uri:
-        authority = uri["rest"].split("?", 1)[0]
-        userinfo = authority.rpartition("@")[0]
+        # Up to the last "@": a password may hold "?" too. (An "@" in a query parameter makes
+        # this refuse a valid URI with a port; percent-encoding it as %40 then helps.)
+        userinfo = uri["rest"].rpartition("@")[0]
         if ":" in userinfo and _AMBIGUOUS_USERINFO.search(userinfo.split(":", 1)[1]):
             raise UsageProblem(
                 f"{origin}: the password in this URI holds '@', '/' or '?'; "
