@@ -3,7 +3,6 @@ table or one JSON object."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from rich.table import Table
 from pgwatch_cli.commands.bench.listeners import ListenResult
 from pgwatch_cli.commands.bench.options import BenchOptions
 from pgwatch_cli.commands.bench.writer import WritePhase
+from pgwatch_cli.stats import Summary
 
 WRITE_RATIO_MEANS = (
     "(events/s of the write phase with the trigger ÷ without it: one phase each, while this "
@@ -25,7 +25,7 @@ WRITE_RATIO_MEANS = (
 
 @dataclass(frozen=True)
 class Percentiles:
-    """Nearest-rank percentiles, in milliseconds."""
+    """Nearest-rank percentiles (``pgwatch_cli.stats``), in milliseconds."""
 
     p50: float
     p90: float
@@ -34,14 +34,11 @@ class Percentiles:
 
     @classmethod
     def of(cls, values_us: Sequence[int]) -> Percentiles | None:
-        if not values_us:
+        summary = Summary.of(values_us)
+        if summary is None:
             return None
-        ordered = sorted(values_us)
-
-        def rank(fraction: float) -> float:
-            return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)] / 1000
-
-        return cls(rank(0.50), rank(0.90), rank(0.99), ordered[-1] / 1000)
+        ms = summary.scaled(1 / 1000)
+        return cls(ms.p50, ms.p90, ms.p99, ms.max)
 
     def as_json(self) -> dict[str, float]:
         return {key: round(value, 3) for key, value in vars(self).items()}
