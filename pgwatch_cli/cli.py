@@ -116,6 +116,9 @@ def guarded(command: Callable[P, R]) -> Callable[P, R]:
                 from pgwatch_cli import db
 
                 hint = db.unreachable_hint(exc.reason, _chosen[-1])
+            if exc.suggest:
+                fix = f"run: bookwatch {exc.suggest}{same_server()}"
+                hint = f"{hint} {fix}" if hint else fix.capitalize()
             error(exc.message, hint)
             raise typer.Exit(exc.exit_code) from None
         except Exception as exc:

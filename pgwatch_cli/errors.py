@@ -9,9 +9,14 @@ class BookwatchError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str | None = None, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, hint: str | None = None, suggest: str | None = None
+    ) -> None:
         self.message = message or (self.__doc__ or "").strip()
         self.hint = hint
+        # A bookwatch command line that fixes it, without server options: the CLI adds the
+        # ones that reach the same server (``--dsn …``) when it prints it.
+        self.suggest = suggest
         super().__init__(self.message)
 
 

@@ -101,3 +101,26 @@ def test_suggested_commands_reach_the_same_server() -> None:
 def test_help_warns_that_dsn_and_token_show_in_ps(bookwatch: Invoke) -> None:
     assert "visible to other users in ps" in " ".join(bookwatch("tail", "--help").stdout.split())
     assert "Prefer $BOOKWATCH_TOKEN" in " ".join(bookwatch("serve", "--help").stdout.split())
+
+
+def test_a_suggested_fix_carries_the_same_dsn(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    from pgwatch_cli import cli
+    from pgwatch_cli.errors import NotInstalled
+
+    monkeypatch.setattr(cli, "_chosen", [DsnChoice("postgresql://anna@db/app", DsnSource.OPTION)])
+
+    @cli.guarded
+    def failing() -> None:
+        raise NotInstalled("No change log here.", hint="It is made by durable triggers.",
+                           suggest="install-triggers --durable")
+
+    with pytest.raises(typer.Exit) as exited:
+        failing()
+    assert exited.value.exit_code == 1
+    assert "run: bookwatch install-triggers --durable --dsn postgresql://anna@db/app" in (
+        " ".join(capsys.readouterr().err.split())
+    )
