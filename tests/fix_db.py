@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
+from psycopg import sql
 from pytest_postgresql import factories
 from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
@@ -48,11 +50,48 @@ def _embedded_server() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+# Every database the suite creates is named PREFIX + the run's id (this process's pid) + "_…".
+PREFIX = "bookwatch_test_"
+RUN_ID = str(os.getpid())
+_RUN_LOCK = "SELECT pg_advisory_lock(hashtext('bookwatch test run'), hashtext(%s))"
+_LEFTOVERS = """
+SELECT datname::text, split_part(substr(datname, length(%(prefix)s) + 1), '_', 1)
+  FROM pg_catalog.pg_database
+ WHERE datname LIKE %(pattern)s
+   AND NOT EXISTS (
+       SELECT 1 FROM pg_catalog.pg_locks l
+        WHERE l.locktype = 'advisory' AND l.objsubid = 2
+          AND l.classid = oid(hashtext('bookwatch test run')::bigint & 4294967295)
+          AND l.objid = oid(hashtext(split_part(substr(datname, length(%(prefix)s) + 1), '_', 1))
+                            ::bigint & 4294967295))
+"""
+
+
 @pytest.fixture(scope="session")
 def test_server() -> Iterator[NoopExecutor]:
     """The PostgreSQL server the suite runs against, as pytest-postgresql's executor."""
     with contextlib.ExitStack() as stack:
-        yield stack.enter_context(_template_on(_choose_server(stack)))
+        dsn = _choose_server(stack)
+        stack.enter_context(_run_claimed(dsn))
+        yield stack.enter_context(_template_on(dsn))
+
+
+@contextlib.contextmanager
+def _run_claimed(dsn: str) -> Iterator[None]:
+    """Hold this run's lock for the whole session, and drop the databases of runs that were
+    killed: those whose lock nobody holds (their session is gone) and whose pid is not alive
+    on this machine (a run with the fixtures of before the lock existed)."""
+    with psycopg.connect(dsn, dbname="postgres", autocommit=True) as conn:
+        conn.execute(_RUN_LOCK, (RUN_ID,))
+        for name, run_id in conn.execute(
+            _LEFTOVERS, {"prefix": PREFIX, "pattern": PREFIX.replace("_", "\\_") + "%"}
+        ).fetchall():
+            if run_id.isdigit() and psutil.pid_exists(int(run_id)):
+                continue
+            database = sql.Identifier(name)
+            conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(database))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
+        yield
 
 
 def _choose_server(stack: contextlib.ExitStack) -> str:
@@ -72,7 +111,7 @@ def _template_on(dsn: str) -> Iterator[NoopExecutor]:
         port=int(params.get("port", 5432)),
         user=str(params.get("user", "postgres")),
         options="",
-        dbname=f"bookwatch_test_{os.getpid()}",
+        dbname=f"{PREFIX}{RUN_ID}",
         password=str(params["password"]) if params.get("password") else None,
     )
     # pytest-postgresql clones each test's database from this (empty) template.
@@ -94,7 +133,7 @@ def _database_exists(dsn: str, name: str) -> bool:
 
 # Per-process names, so concurrent test runs against one server never collide.
 postgresql_noproc = factories.postgresql_noproc(
-    depends_on="test_server", dbname=f"bookwatch_test_{os.getpid()}_db"
+    depends_on="test_server", dbname=f"{PREFIX}{RUN_ID}_db"
 )
 postgresql = factories.postgresql("postgresql_noproc")
 
