@@ -25,6 +25,7 @@ def bench_json(bookwatch: Invoke, dsn: str, *args: str) -> dict[str, Any]:
     result = bookwatch("bench", "--dsn", dsn, "--json", *args)
     assert result.exit_code == 0, result.stderr
     assert "Traceback" not in result.stderr
+    assert "━" not in result.stderr and "processes connected" not in result.stderr  # no bars
     figures: dict[str, Any] = json.loads(result.stdout)
     return figures
 
