@@ -246,7 +246,7 @@ def test_on_a_terminal_it_draws_a_live_table(changes: str) -> None:
     env = {**os.environ, "COLUMNS": "120", "LINES": "30"}
     with subprocess.Popen(
         [sys.executable, "-m", "pgwatch_cli", "tail", "--dsn", changes, "--since", "0",
-         "--timeout", "2"],
+         "--count", str(len(CHANGES)), "--timeout", "60"],
         stdout=follower, stderr=subprocess.PIPE, env=env,
     ) as tail:
         os.close(follower)
@@ -404,7 +404,7 @@ def test_markup_in_a_table_filter_is_shown_literally(bookwatch: Invoke, changes:
     assert "no bookwatch trigger on [/bold]" in result.stderr
 
 
-def test_a_sql_ascii_database_is_a_clear_error(server_dsn: str) -> None:
+def test_a_sql_ascii_database_is_a_clear_error(bookwatch: Invoke, server_dsn: str) -> None:
     name = f"bookwatch_test_{os.getpid()}_sql_ascii"
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
@@ -413,9 +413,8 @@ def test_a_sql_ascii_database_is_a_clear_error(server_dsn: str) -> None:
     try:
         target = psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
         for command in ("tail", "status"):
-            extra = ("--timeout", "1") if command == "tail" else ()
-            result = run_bookwatch(command, "--dsn", target, *extra)
-            assert result.returncode == 1, result.stderr
+            result = bookwatch(command, "--dsn", target)
+            assert result.exit_code == 1, result.stderr
             assert "Traceback" not in result.stderr
             errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
             assert len(errors) == 1 and "SQL_ASCII" in errors[0]

@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from pgwatch_cli import db
+from pgwatch_cli import config, db
 from pgwatch_cli.capture import triggers
 from pgwatch_cli.capture.tables import TableRef
 from pgwatch_cli.console import literal, visible, warn
@@ -67,8 +67,9 @@ def nothing_can_arrive(
     some can. Said at start; tail listens anyway (triggers may be installed meanwhile)."""
     fix = f"bookwatch install-triggers{options.same_server}"
     if not installed:
-        return [f"no bookwatch trigger is installed in this database, so nothing can arrive; "
-                f"install them with: {fix}"]
+        where = config.describe(options.dsn) if options.dsn else "this database"
+        return [f"no bookwatch trigger is installed in {where}, so nothing can arrive (the "
+                f"wrong database?); install them with: {fix}"]
     on_channel = [table for table, channel in installed if channel == options.channel]
     if not on_channel:
         channels = ", ".join(sorted({channel for _, channel in installed}))
