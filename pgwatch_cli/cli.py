@@ -301,7 +301,7 @@ def status(
 def _print_status(current: triggers.Status) -> None:
     from rich.table import Table
 
-    from pgwatch_cli.console import stdout
+    from pgwatch_cli.console import literal, stdout
 
     if not current.triggers:
         stdout.print("No bookwatch triggers installed.")
@@ -310,13 +310,13 @@ def _print_status(current: triggers.Status) -> None:
         for heading in ("table", "trigger", "mode", "channel", "primary key", "excluded"):
             grid.add_column(heading, overflow="fold")
         for trigger in current.triggers:
-            grid.add_row(
-                str(trigger.table),
+            grid.add_row(  # names from the database: literal (console.literal)
+                literal(trigger.table),
                 "[green]enabled[/green]" if trigger.enabled else "[red]disabled[/red]",
                 "durable" if trigger.config.durable else "not durable",
-                trigger.config.channel,
-                ", ".join(trigger.config.primary_key),
-                ", ".join(trigger.config.excluded) or "-",
+                literal(trigger.config.channel),
+                literal(", ".join(trigger.config.primary_key)),
+                literal(", ".join(trigger.config.excluded) or "-"),
             )
         stdout.print(grid)
     if current.log_rows is None:

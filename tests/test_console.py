@@ -44,3 +44,21 @@ def test_an_error_naming_hostile_text_stays_one_inert_line(bookwatch: Invoke) ->
                        "-t", "[/bold]\x1b]0;x\x07", "--exclude-column", "nope")
     assert result.exit_code == 2
     assert "\x1b]0;" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_shows_hostile_table_and_column_names_literally(
+    bookwatch: Invoke, dsn: str
+) -> None:
+    import psycopg
+
+    from tests.capture_helpers import install
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute('CREATE TABLE "[/bold]" ("[link=https://evil.example]id" int PRIMARY KEY)')
+        conn.execute('CREATE TABLE "\x1b]0;pwned\x07" (id int PRIMARY KEY)')
+    install(dsn, '"[/bold]"', '"\x1b]0;pwned\x07"')
+    result = bookwatch("status", "--dsn", dsn)
+    assert result.exit_code == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "[/bold]" in text and "[link=https://evil.example]id" in text
+    assert "\x1b]0;" not in result.stdout and "\\x1b]0;pwned\\x07" in text
