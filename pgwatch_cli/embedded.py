@@ -60,7 +60,8 @@ def _start(home: Path) -> str:
     try:
         library = _library(runtime_dir)
         with library.PostgresServer._lock:
-            _forget_dead_handles(pgdata)
+            if not _forget_dead_handles(pgdata):
+                _stop_if_started_without_our_settings(pgdata)
         server = library.get_server(pgdata, cleanup_mode="stop")
         info = server.get_postmaster_info()
     except Exception as exc:  # the library raises assorted subprocess/OS errors
@@ -124,15 +125,39 @@ def _with_environment(command: Callable[..., str], *, start_options: bool) -> Ca
     return run
 
 
-def _forget_dead_handles(pgdata: Path) -> None:
-    """Drop handles of processes that died without cleanup (killed, crashed)."""
+def _forget_dead_handles(pgdata: Path) -> list[int]:
+    """Drop handles of processes that died without cleanup (killed, crashed); return the
+    live ones."""
     import psutil
 
     handles = pgdata / _HANDLES_FILE
     try:
         pids = json.loads(handles.read_text())
     except (OSError, ValueError):
-        return
+        return []
     alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
     if alive != pids:
         handles.write_text(json.dumps(alive))
+    return alive
+
+
+def _stop_if_started_without_our_settings(pgdata: Path) -> None:
+    """A server nobody uses any more, started without ``wal_level = logical`` (by an older
+    bookwatch, or by hand): stop it, so it starts again with our settings."""
+    import signal
+
+    import psutil
+
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        postmaster = psutil.Process(pid)
+        arguments = postmaster.cmdline()
+    except (OSError, ValueError, IndexError, psutil.Error):
+        return  # not running (or not ours to judge)
+    if postmaster.name() != "postgres" or all(
+        setting in " ".join(arguments) for setting in SERVER_SETTINGS
+    ):
+        return
+    with contextlib.suppress(psutil.Error):
+        postmaster.send_signal(signal.SIGINT)  # "fast" shutdown: no client is left anyway
+        postmaster.wait(30)

