@@ -154,8 +154,10 @@ def test_orphans_are_only_schemas_no_session_owns(dsn: str) -> None:
         other.execute('CREATE SCHEMA "bookwatch_bench_00000002"')  # nobody claimed it
         other.execute('CREATE SCHEMA "bookwatch_simulated"')  # not a scratch name
         assert [o.schema for o in find_orphans(other)] == ["bookwatch_bench_00000002"]
-        owner.close()  # the run died
-        orphans = find_orphans(other)
+        owner.close()  # the run died; its backend releases the lock as it exits
+        deadline = time.monotonic() + 30
+        while len(orphans := find_orphans(other)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert [o.schema for o in orphans] == ["bookwatch_bench_00000002", "bookwatch_sim_00000001"]
         assert [o.command for o in orphans] == ["bench", "simulate"]
         assert [o.schema for o in remove_abandoned(other)] == [o.schema for o in orphans]
