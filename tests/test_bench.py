@@ -253,9 +253,9 @@ def test_workers_exit_when_the_coordinator_is_killed_and_the_next_run_removes_it
     finally:
         bench.kill()
     deadline = time.monotonic() + 15  # the server notices the closed sessions
-    while connections(postgresql) and time.monotonic() < deadline:
+    while not (orphans := find_orphans(postgresql)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    [orphan] = find_orphans(postgresql)
+    [orphan] = orphans
     assert orphan.schema.startswith("bookwatch_bench_") and orphan.command == "bench"
     assert orphan.triggers == 1 and "DROP SCHEMA" in orphan.removal
 
