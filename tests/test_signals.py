@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 import pytest
 
 from pgwatch_cli import lifecycle
 from pgwatch_cli.scratch import find_orphans, remove_abandoned
-from tests.fix_cli import embedded_env, spawn_bookwatch
+from tests.fix_cli import embedded_env, embedded_servers, spawn_bookwatch
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -88,32 +87,23 @@ def test_simulate_cleans_up_on_signal(
     assert bookwatch_sessions(postgresql) == 0
 
 
-def embedded_servers(home: Path) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["name", "cmdline"]):
-        cmdline = process.info["cmdline"] or []
-        if process.info["name"] == "postgres" and any(str(home) in part for part in cmdline):
-            found.append(process)
-    return found
-
-
-def test_sigterm_while_the_embedded_server_starts_leaves_it_stopped(tmp_path: Path) -> None:
-    """``timeout 2.5 bookwatch simulate`` on the embedded server: whatever the moment of the
-    SIGTERM (while the server starts, or later), the server is released and stopped."""
+def test_timeout_leaves_no_embedded_server_running(tmp_path: Path) -> None:
+    """``timeout 2.5 bookwatch simulate`` on the embedded server: ``timeout`` sends SIGTERM to
+    the whole process group (initdb and pg_ctl included) at whatever moment — while the
+    server is made, while it starts, or later — and the server is left stopped every time."""
     home = tmp_path / "home"
-    simulation = spawn_bookwatch("simulate", env=_environment(embedded_env(home)))
-    try:
-        time.sleep(2.5)  # the scenario under test is "2.5 s after start", not an ordering
-        simulation.send_signal(signal.SIGTERM)
-        _, stderr = simulation.communicate(timeout=90)
-    finally:
-        simulation.kill()
-    assert simulation.returncode in (143, 0), stderr
-    assert "Traceback" not in stderr
-    deadline = time.monotonic() + 20
-    while embedded_servers(home) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert embedded_servers(home) == []
+    env = _environment(embedded_env(home))
+    for seconds in ("2.5", "1", "3.5"):  # the first on a fresh home: during initdb/pg_ctl
+        run = subprocess.run(
+            ["timeout", seconds, sys.executable, "-m", "pgwatch_cli", "simulate"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )
+        assert run.returncode in (124, 0), run.stderr  # 124: timeout had to stop it
+        assert "Traceback" not in run.stderr
+        deadline = time.monotonic() + 20
+        while embedded_servers(home) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert embedded_servers(home) == [], run.stderr
 
 
 def _environment(overrides: dict[str, str | None]) -> dict[str, str]:
@@ -188,3 +178,14 @@ def test_deferred_signals_arrive_after_the_block() -> None:
         signal.raise_signal(signal.SIGHUP)
         done.append("cleanup")
     assert done == ["cleanup"] and stopped.value.signum == signal.SIGHUP
+
+
+def test_a_deferred_signal_wins_over_the_failure_it_caused() -> None:
+    with (
+        pytest.raises(lifecycle.Terminated) as stopped,
+        lifecycle.signals_raise(),
+        lifecycle.signals_deferred(),
+    ):
+        signal.raise_signal(signal.SIGTERM)
+        raise RuntimeError("initdb was killed too")
+    assert stopped.value.signum == signal.SIGTERM
