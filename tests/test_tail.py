@@ -421,3 +421,23 @@ def test_a_sql_ascii_database_is_a_clear_error(bookwatch: Invoke, server_dsn: st
     finally:
         with psycopg.connect(server_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def test_json_lines_on_a_terminal_escape_c1_and_bidi_controls(dsn: str) -> None:
+    make_items(dsn)
+    actor = "Ben\x9b31m\u202eniB"
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        conn.execute("SELECT set_config('bookwatch.actor', %s, true)", (actor,))
+        conn.execute("INSERT INTO items VALUES (1, 'x')")
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "pgwatch_cli", "tail", "--dsn", dsn, "--since", "0", "--json",
+         "--count", "1", "--timeout", "60"],
+        stdout=follower, stderr=subprocess.PIPE,
+    ) as tail:
+        os.close(follower)
+        screen = read_all(leader, tail)
+    assert tail.returncode == 0
+    assert "\x9b" not in screen and "\u202e" not in screen
+    line = next(line for line in screen.splitlines() if line.startswith("{"))
+    assert json.loads(line)["actor"] == actor  # the same JSON value

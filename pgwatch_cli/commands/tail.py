@@ -121,9 +121,23 @@ class JsonLines:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def __init__(self) -> None:
+        self._terminal = sys.stdout.isatty()
+
     def show(self, event: ChangeEvent, received_at: datetime) -> None:
-        sys.stdout.write(event.to_wire() + "\n")
+        line = event.to_wire()
+        if self._terminal:
+            # JSON leaves DEL, the C1 controls and bidi overrides raw; on a terminal they are
+            # written as \u escapes instead (the same JSON value, inert on the screen).
+            line = line.translate(_JSON_TERMINAL_ESCAPES)
+        sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
+
+_JSON_TERMINAL_ESCAPES = {
+    code: f"\\u{code:04x}"
+    for code in (0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
 
 
 class LiveTable:
