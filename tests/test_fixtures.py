@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import psycopg
 import pytest
 
-from tests.fix_db import PREFIX
+from tests.fix_db import PREFIX, RUN_ID
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,9 +23,11 @@ def databases(server_dsn: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-def test_a_new_run_drops_a_killed_runs_databases_only(server_dsn: str) -> None:
+def test_a_new_run_drops_a_killed_runs_databases_only(
+    server_dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
     killed = f"{PREFIX}4194999_db"  # above Linux's default pid_max: never a live process
-    mine = databases(server_dsn)
+    mine = {postgresql.info.dbname, f"{PREFIX}{RUN_ID}_tmpl"}  # this live run's, in use
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{killed}"')
     try:
