@@ -1,24 +1,35 @@
-"""The Typer app: options in, calls out. Domain errors become exit codes in one place."""
+"""The Typer app: options in, calls out. Domain errors become exit codes in one place.
+
+Imports of psycopg, rich and the commands happen inside the commands: ``bookwatch --help``
+and shell completion must not pay for them.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
-import psycopg
 import typer
-from rich.table import Table
 
-from pgwatch_cli import __version__, config, db
-from pgwatch_cli.capture import triggers
-from pgwatch_cli.capture.tables import TableRef
-from pgwatch_cli.console import error, note, stdout
-from pgwatch_cli.demo import schema as demo
-from pgwatch_cli.errors import BenchmarkFailed, BookwatchError, UsageProblem, database_failure
+from pgwatch_cli import __version__, config, lifecycle
+from pgwatch_cli.console import enable_tracebacks, error, note, tracebacks_enabled
+from pgwatch_cli.defaults import DEFAULT_CHANNEL, DEFAULT_TABLES
+from pgwatch_cli.errors import (
+    BenchmarkFailed,
+    BookwatchError,
+    DatabaseUnreachable,
+    UsageProblem,
+    database_failure,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from pgwatch_cli.capture import triggers
+    from pgwatch_cli.capture.tables import TableRef
 
 app = typer.Typer(
     name="bookwatch",
@@ -26,6 +37,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help: no "<bool>"/"<list[str]>" type tags, and no rich import for --help.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -38,8 +51,10 @@ DsnOption = Annotated[
     str | None,
     typer.Option(
         "--dsn",
-        help="PostgreSQL connection string. Default: $BOOKWATCH_DSN, $DATABASE_URL, libpq "
-        "environment (PGHOST…), else the embedded server.",
+        metavar="DSN",
+        help="PostgreSQL connection string (URI or key=value). Default: $BOOKWATCH_DSN, "
+        "$DATABASE_URL, the libpq environment (PGHOST…), else the embedded server. Prefer "
+        "the environment variables: a --dsn value is visible to other users in ps.",
         show_default=False,
     ),
 ]
@@ -49,45 +64,66 @@ EmbeddedOption = Annotated[
 TablesOption = Annotated[
     list[str] | None,
     typer.Option(
-        "--table", "-t", help="Table to watch (repeatable); may be schema-qualified.",
+        "--table", "-t", metavar="TABLE",
+        help="Capture this table (repeatable; default: bookings, guests, rooms); NAME or "
+        "SCHEMA.NAME.",
         show_default=False,
     ),
 ]
 SchemaOption = Annotated[
-    str, typer.Option("--schema", help="Schema for table names given without one.")
+    str, typer.Option("--schema", metavar="NAME",
+                      help="Schema for table names given without one.")
 ]
 ChannelOption = Annotated[
-    str, typer.Option("--channel", help="NOTIFY channel the events are sent on.")
+    str, typer.Option("--channel", metavar="NAME", help="NOTIFY channel the events are sent on.")
 ]
 DryRunOption = Annotated[
-    bool, typer.Option("--dry-run", help="Print the SQL that would run; change nothing.")
+    bool, typer.Option("--dry-run", help="Say what would change and print the SQL that would "
+                       "run; change nothing.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
-
-def _debug_enabled() -> bool:
-    return os.environ.get("BOOKWATCH_DEBUG", "") not in ("", "0")
+# The server choice of the running command, for hints that name where it came from.
+_chosen: list[config.DsnChoice] = []
 
 
 def guarded(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn domain and database errors into one ``Error:`` line and the SPEC's exit code."""
+    """Run a command under the one shutdown path and turn its errors into one ``Error:`` line
+    and the SPEC's exit code: domain and database errors, Ctrl-C (130), SIGTERM (143) and
+    SIGHUP (129) — the signals after the same cleanup as Ctrl-C (see ``lifecycle``)."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return command(*args, **kwargs)
-        except KeyboardInterrupt:
-            if _debug_enabled():
+            with lifecycle.signals_raise():
+                return command(*args, **kwargs)
+        except KeyboardInterrupt as interrupt:
+            if tracebacks_enabled():
                 raise
-            note("interrupted")
-            raise typer.Exit(130) from None
+            note("interrupted" if not isinstance(interrupt, lifecycle.Terminated)
+                 else f"stopped by {interrupt}")
+            raise typer.Exit(lifecycle.exit_code(interrupt)) from None
+        except BrokenPipeError:
+            # The reader went away (``bookwatch simulate | head -1``): that ends the output,
+            # quietly, as for any Unix filter. Cleanup has run on the way out.
+            _silence_stdout()
+            raise typer.Exit(0) from None
         except BookwatchError as exc:
-            if _debug_enabled():
+            if tracebacks_enabled():
                 raise
-            error(exc.message, exc.hint)
+            hint = exc.hint
+            if isinstance(exc, DatabaseUnreachable) and hint is None and _chosen:
+                from pgwatch_cli import db
+
+                hint = db.unreachable_hint(exc.reason, _chosen[-1])
+            if exc.suggest:
+                fix = f"run: bookwatch {exc.suggest}{same_server()}"
+                hint = f"{hint} {fix}" if hint else fix.capitalize()
+            error(exc.message, hint)
             raise typer.Exit(exc.exit_code) from None
-        except psycopg.Error as exc:
-            if _debug_enabled():
+        except Exception as exc:
+            psycopg = sys.modules.get("psycopg")  # never imported: cannot be one of its errors
+            if psycopg is None or not isinstance(exc, psycopg.Error) or tracebacks_enabled():
                 raise
             failure = database_failure(exc)
             error(failure.message, failure.hint)
@@ -96,9 +132,19 @@ def guarded(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _silence_stdout() -> None:
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def database(dsn: str | None, embedded: bool) -> str:
     """Resolve the server to use and say which on stderr (SPEC "Connecting")."""
+    from pgwatch_cli import db
+
     choice = config.choose_dsn(dsn, force_embedded=embedded)
+    _chosen.append(choice)
     resolved = db.resolve(choice)
     if choice.embedded:
         note(f"using the embedded PostgreSQL (data in {config.bookwatch_home() / 'pgdata'})")
@@ -107,7 +153,14 @@ def database(dsn: str | None, embedded: bool) -> str:
     return resolved
 
 
+def same_server() -> str:
+    """Options for a suggested command that reach the server this one used."""
+    return _chosen[-1].same_server_args() if _chosen else ""
+
+
 def _tables(values: list[str] | None, schema: str, defaults: tuple[str, ...]) -> list[TableRef]:
+    from pgwatch_cli.capture.tables import TableRef
+
     names = values or list(defaults)
     return list(dict.fromkeys(TableRef.parse(name, schema) for name in names))
 
@@ -141,7 +194,7 @@ def main_options(
 ) -> None:
     """Real-time change events from PostgreSQL for people editing the same data."""
     if debug:
-        os.environ["BOOKWATCH_DEBUG"] = "1"
+        enable_tracebacks()
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -152,7 +205,7 @@ def main_options(
 def install_triggers(
     table: TablesOption = None,
     schema: SchemaOption = "public",
-    channel: ChannelOption = triggers.DEFAULT_CHANNEL,
+    channel: ChannelOption = DEFAULT_CHANNEL,
     durable: Annotated[
         bool,
         typer.Option(
@@ -163,7 +216,8 @@ def install_triggers(
     exclude_column: Annotated[
         list[str] | None,
         typer.Option(
-            "--exclude-column", help="TABLE.COLUMN whose values never leave the database.",
+            "--exclude-column", metavar="TABLE.COLUMN",
+            help="A column whose values never leave the database (repeatable).",
             show_default=False,
         ),
     ] = None,
@@ -172,7 +226,10 @@ def install_triggers(
     embedded: EmbeddedOption = False,
 ) -> None:
     """Install the change-capture function and triggers (idempotent, one transaction)."""
-    tables = _tables(table, schema, triggers.DEFAULT_TABLES)
+    from pgwatch_cli import db
+    from pgwatch_cli.capture import triggers
+
+    tables = _tables(table, schema, DEFAULT_TABLES)
     excluded = triggers.parse_exclusions(exclude_column or [], tables, schema)
     triggers.check_channel(channel)
     with db.connect(database(dsn, embedded)) as conn:
@@ -189,7 +246,14 @@ def install_triggers(
 @app.command("remove-triggers")
 @guarded
 def remove_triggers(
-    table: TablesOption = None,
+    table: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--table", "-t", metavar="TABLE", show_default=False,
+            help="Remove only this table's trigger (repeatable; default: every table's); "
+            "NAME or SCHEMA.NAME.",
+        ),
+    ] = None,
     schema: SchemaOption = "public",
     drop_log: Annotated[
         bool, typer.Option("--drop-log", help="Also drop schema bookwatch with the change log.")
@@ -199,6 +263,9 @@ def remove_triggers(
     embedded: EmbeddedOption = False,
 ) -> None:
     """Remove bookwatch triggers (all, or --table); the change log stays unless --drop-log."""
+    from pgwatch_cli import db
+    from pgwatch_cli.capture import triggers
+
     tables = _tables(table, schema, ()) if table else None
     with db.connect(database(dsn, embedded)) as conn:
         plan = triggers.run(
@@ -217,6 +284,9 @@ def status(
     embedded: EmbeddedOption = False,
 ) -> None:
     """Show installed triggers, the change log and the notification queue."""
+    from pgwatch_cli import db
+    from pgwatch_cli.capture import triggers
+
     resolved = database(dsn, embedded)
     with db.connect(resolved) as conn:
         current = triggers.status(conn)
@@ -229,6 +299,10 @@ def status(
 
 
 def _print_status(current: triggers.Status) -> None:
+    from rich.table import Table
+
+    from pgwatch_cli.console import literal, stdout
+
     if not current.triggers:
         stdout.print("No bookwatch triggers installed.")
     else:
@@ -236,13 +310,13 @@ def _print_status(current: triggers.Status) -> None:
         for heading in ("table", "trigger", "mode", "channel", "primary key", "excluded"):
             grid.add_column(heading, overflow="fold")
         for trigger in current.triggers:
-            grid.add_row(
-                str(trigger.table),
+            grid.add_row(  # names from the database: literal (console.literal)
+                literal(trigger.table),
                 "[green]enabled[/green]" if trigger.enabled else "[red]disabled[/red]",
                 "durable" if trigger.config.durable else "not durable",
-                trigger.config.channel,
-                ", ".join(trigger.config.primary_key),
-                ", ".join(trigger.config.excluded) or "-",
+                literal(trigger.config.channel),
+                literal(", ".join(trigger.config.primary_key)),
+                literal(", ".join(trigger.config.excluded) or "-"),
             )
         stdout.print(grid)
     if current.log_rows is None:
@@ -265,18 +339,22 @@ def init_demo(
     reset: Annotated[
         bool, typer.Option("--reset", help="Drop and recreate the demo tables.")
     ] = False,
-    channel: ChannelOption = triggers.DEFAULT_CHANNEL,
+    channel: ChannelOption = DEFAULT_CHANNEL,
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
 ) -> None:
-    """Create the seed's demo tables (bookings, guests, rooms) with data, and install triggers."""
+    """Create a hotel's booking tables (bookings, guests, rooms) with sample data, and install
+    triggers on them: the README's story of Anna and Ben editing booking #123."""
+    from pgwatch_cli import db
+    from pgwatch_cli.demo import schema as demo
+
     with db.connect(database(dsn, embedded)) as conn:
         inserted, plan = demo.init(conn, schema, reset=reset, channel=channel)
     for name, count in inserted.items():
         note(f"{schema}.{name}: {count} sample rows" if count else f"{schema}.{name}: kept")
     for action in plan.actions:
         note(action)
-    note("try: bookwatch tail   (and change a booking in another terminal)")
+    note(f"try: bookwatch tail{same_server()}   (and change a booking in another terminal)")
 
 
 def _action_choices() -> list[str]:
@@ -324,7 +402,7 @@ def tail(
         typer.Option("--actor", help="Only changes made by this actor (repeatable).",
                      metavar="NAME", show_default=False),
     ] = None,
-    channel: ChannelOption = triggers.DEFAULT_CHANNEL,
+    channel: ChannelOption = DEFAULT_CHANNEL,
     count: Annotated[
         int | None,
         typer.Option("--count", min=1, help="Exit after this many matching events.",
@@ -347,6 +425,7 @@ def tail(
     embedded: EmbeddedOption = False,
 ) -> None:
     """Stream change events live: a table on a terminal, JSON lines when piped."""
+    from pgwatch_cli.capture import triggers
     from pgwatch_cli.commands import tail as tailing
     from pgwatch_cli.stream.filters import Filters
 
@@ -360,6 +439,7 @@ def tail(
             timeout=timeout,
             since=since,
             as_json=as_json,
+            same_server=same_server(),
         )
     )
 
@@ -409,6 +489,7 @@ def bench(
 ) -> None:
     """Measure notify latency, delivery and trigger write overhead on a scratch schema."""
     from pgwatch_cli.commands import bench as benchmark
+    from pgwatch_cli.console import stdout
 
     options = benchmark.checked(
         events=events, duration=duration, rate=rate, writers=writers, listeners=listeners,
@@ -444,8 +525,9 @@ def _scenario_name(value: str) -> str:
 def simulate(
     scenario: Annotated[
         str,
-        typer.Option("--scenario", help="seed: the seed's story of booking #123; storm: many "
-                     "users at once.", callback=_scenario_name, metavar="seed|storm",
+        typer.Option("--scenario", help="seed: the README's story, Anna and Ben editing hotel "
+                     "booking #123 at once; storm: many users editing a few bookings.",
+                     callback=_scenario_name, metavar="seed|storm",
                      autocompletion=lambda: list(_SCENARIOS)),
     ] = "seed",
     users: Annotated[
@@ -481,7 +563,10 @@ def simulate(
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
 ) -> None:
-    """Play the seed's edit conflict three ways (baseline, refresh, merge) on a scratch schema."""
+    """Play an edit conflict three ways (baseline, refresh, merge) on a scratch schema.
+
+    The story (the README's "Why"): Anna and Ben edit hotel booking #123 at the same time;
+    without realtime, Ben's save is rejected as "modified by another user"."""
     from pgwatch_cli.commands import simulate as simulation
 
     storm_only = {"--users": users, "--rounds": rounds, "--bookings": bookings,
@@ -508,15 +593,19 @@ def simulate(
 @guarded
 def serve(
     host: Annotated[
-        str, typer.Option("--host", help="Address to listen on (non-loopback needs --token).")
+        str, typer.Option("--host", metavar="HOST",
+                          help="Address to listen on (non-loopback needs --token).")
     ] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free).")
+        int, typer.Option("--port", metavar="PORT", min=0, max=65535,
+                          help="Port to listen on (0: any free).")
     ] = 8765,
     token: Annotated[
         str | None,
         typer.Option("--token", envvar="BOOKWATCH_TOKEN", show_envvar=True, show_default=False,
-                     help="Require this bearer token (header, or ?token= for EventSource)."),
+                     metavar="TOKEN",
+                     help="Require this bearer token (header, or ?token= for EventSource). "
+                     "Prefer $BOOKWATCH_TOKEN: a --token value is visible to other users in ps."),
     ] = None,
     allow_origin: Annotated[
         list[str] | None,
@@ -527,13 +616,14 @@ def serve(
         bool, typer.Option("--insecure", help="Allow a non-loopback --host without a token.")
     ] = False,
     demo_page: Annotated[
-        bool, typer.Option("--demo", help="Serve the seed's booking editor at / (needs "
-                           "init-demo).")
+        bool, typer.Option("--demo", help="Serve a demo booking editor at / on the "
+                           "init-demo tables (needs init-demo).")
     ] = False,
     schema: Annotated[
-        str, typer.Option("--schema", help="Schema of the demo tables (with --demo).")
+        str, typer.Option("--schema", metavar="NAME",
+                          help="Schema of the demo tables (with --demo).")
     ] = "public",
-    channel: ChannelOption = triggers.DEFAULT_CHANNEL,
+    channel: ChannelOption = DEFAULT_CHANNEL,
     heartbeat: Annotated[
         float, typer.Option("--heartbeat", min=0.1, max=15, metavar="SECONDS",
                             help="Seconds between heartbeat comments on idle streams.")
@@ -548,6 +638,7 @@ def serve(
     """Relay change events to browsers over Server-Sent Events (GET /events)."""
     import signal
 
+    from pgwatch_cli.capture import triggers
     from pgwatch_cli.commands import serve as server
 
     triggers.check_channel(channel)

@@ -9,9 +9,14 @@ class BookwatchError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str | None = None, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, hint: str | None = None, suggest: str | None = None
+    ) -> None:
         self.message = message or (self.__doc__ or "").strip()
         self.hint = hint
+        # A bookwatch command line that fixes it, without server options: the CLI adds the
+        # ones that reach the same server (``--dsn …``) when it prints it.
+        self.suggest = suggest
         super().__init__(self.message)
 
 
@@ -23,6 +28,16 @@ class UsageProblem(BookwatchError):
 
 class DatabaseUnreachable(BookwatchError):
     """Could not connect to PostgreSQL."""
+
+    def __init__(
+        self, message: str | None = None, *, hint: str | None = None, reason: str = ""
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason  # libpq's words for the cause, to pick a hint by
+
+
+class UnsupportedDatabase(BookwatchError):
+    """This database cannot carry bookwatch's events."""
 
 
 class EmbeddedServerFailed(BookwatchError):

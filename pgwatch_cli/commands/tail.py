@@ -14,9 +14,14 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from pgwatch_cli import config, db
+from pgwatch_cli.capture import triggers
+from pgwatch_cli.capture.tables import TableRef
+from pgwatch_cli.console import literal, visible, warn
+from pgwatch_cli.defaults import DEFAULT_CHANNEL
 from pgwatch_cli.stream.events import ChangeEvent
 from pgwatch_cli.stream.filters import Filters
-from pgwatch_cli.stream.listener import DEFAULT_CHANNEL, ChangeStream
+from pgwatch_cli.stream.listener import ChangeStream
 
 ACTION_STYLES = {"INSERT": "green", "UPDATE": "yellow", "DELETE": "red"}
 MAX_TABLE_ROWS = 40
@@ -35,11 +40,17 @@ class TailOptions:
     timeout: float | None = None
     since: int | None = None
     as_json: bool = False
+    # Options that make a suggested command reach the same server (``--dsn …``), for hints.
+    same_server: str = ""
 
 
 def run(options: TailOptions) -> None:
     """Tail until ``--count`` or ``--timeout`` is reached (or Ctrl-C raises KeyboardInterrupt)."""
     as_json = options.as_json or not sys.stdout.isatty()
+    with db.connect(options.dsn, autocommit=True, application_name="bookwatch tail") as conn:
+        installed = [(t.table, t.config.channel) for t in triggers.installed_triggers(conn)]
+    for problem in nothing_can_arrive(installed, options):
+        warn(problem)
     try:
         asyncio.run(_tail(options, as_json))
     except BrokenPipeError:
@@ -47,6 +58,35 @@ def run(options: TailOptions) -> None:
         # Point stdout at /dev/null so the interpreter's final flush does not complain.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+
+
+def nothing_can_arrive(
+    installed: list[tuple[TableRef, str]], options: TailOptions
+) -> list[str]:
+    """Why no event can ever match, given the installed triggers (table, channel); empty when
+    some can. Said at start; tail listens anyway (triggers may be installed meanwhile)."""
+    fix = f"bookwatch install-triggers{options.same_server}"
+    if not installed:
+        where = config.describe(options.dsn) if options.dsn else "this database"
+        return [f"no bookwatch trigger is installed in {where}, so nothing can arrive (the "
+                f"wrong database?); install them with: {fix}"]
+    on_channel = [table for table, channel in installed if channel == options.channel]
+    if not on_channel:
+        channels = ", ".join(sorted({channel for _, channel in installed}))
+        return [f"no bookwatch trigger sends on channel {options.channel} (they send on: "
+                f"{channels}), so nothing can arrive; tail --channel NAME picks another, or: "
+                f"{fix} --channel {options.channel}"]
+    wanted = options.filters.tables
+    if not wanted:
+        return []
+    watched = [t for t in on_channel if t.name in wanted or f"{t.schema}.{t.name}" in wanted]
+    if watched:
+        return []
+    names = ", ".join(sorted(wanted))
+    tables = " ".join(f"-t {name}" for name in sorted(wanted))
+    have = ", ".join(sorted(str(t) for t in on_channel))
+    return [f"no bookwatch trigger on {names} (watched tables: {have}), so nothing can "
+            f"arrive; a typo? Or install it: {fix} {tables}"]
 
 
 async def _tail(options: TailOptions, as_json: bool) -> None:
@@ -81,9 +121,23 @@ class JsonLines:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def __init__(self) -> None:
+        self._terminal = sys.stdout.isatty()
+
     def show(self, event: ChangeEvent, received_at: datetime) -> None:
-        sys.stdout.write(event.to_wire() + "\n")
+        line = event.to_wire()
+        if self._terminal:
+            # JSON leaves DEL, the C1 controls and bidi overrides raw; on a terminal they are
+            # written as \u escapes instead (the same JSON value, inert on the screen).
+            line = line.translate(_JSON_TERMINAL_ESCAPES)
+        sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
+
+_JSON_TERMINAL_ESCAPES = {
+    code: f"\\u{code:04x}"
+    for code in (0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
 
 
 class LiveTable:
@@ -117,7 +171,7 @@ class LiveTable:
     def _render(self) -> Table:
         state = "listening" if self._stream.connected else "[red]reconnecting…[/red]"
         table = Table(
-            title=f"bookwatch tail · channel {self._stream.channel} · {state}",
+            title=f"bookwatch tail · channel {literal(self._stream.channel)} · {state}",
             title_justify="left",
             caption=f"{self._seen} events shown, last seq {self._stream.last_seq or '-'}",
             caption_justify="left",
@@ -131,16 +185,19 @@ class LiveTable:
 
 
 def row_cells(event: ChangeEvent, received_at: datetime) -> tuple[Text | str, ...]:
-    """The table cells of one event; delay is receipt minus the event's timestamp."""
+    """The table cells of one event; delay is receipt minus the event's timestamp.
+
+    What comes from the database is a ``Text`` (never parsed as markup) with its control
+    characters made visible: an actor named ``[/bold]`` or ``ESC]0;…`` is shown as written."""
     committed = event.committed_at
     return (
         committed.astimezone().strftime("%H:%M:%S.%f")[:-3],
         "-" if event.seq is None else str(event.seq),
-        event.table,
-        Text(event.action, style=ACTION_STYLES[event.action]),
-        event.id_text,
-        event.actor or "-",
-        ", ".join(event.changed) if event.changed else "-",
+        Text(visible(event.table)),
+        Text(event.action, style=ACTION_STYLES.get(event.action, "")),
+        Text(visible(event.id_text)),
+        Text(visible(event.actor or "-")),
+        Text(visible(", ".join(event.changed) if event.changed else "-")),
         format_delay((received_at - committed).total_seconds()),
     )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import time
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Any
 
 from psycopg import sql
 
-from pgwatch_cli import db
+from pgwatch_cli import db, lifecycle
 from pgwatch_cli.commands.bench.links import FAILED, LISTENED, READY, Links, failure_text
 from pgwatch_cli.stream.events import ChangeEvent
 from pgwatch_cli.stream.hub import Hub, SubscriberLagged
@@ -39,6 +38,7 @@ class ListenJob:
     streams: int  # listeners in this process; 0 for the raw baseline
     drain_timeout: float
     hub: bool = False  # listeners share one ChangeStream through a Hub, as ``serve`` does
+    parent_pid: int = 0  # the coordinator: this process exits when it is gone
 
     @property
     def raw(self) -> bool:
@@ -84,7 +84,7 @@ class ListenResult:
 
 def main(job: ListenJob, links: Links) -> None:
     """Process entry point."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator alone handles Ctrl-C
+    lifecycle.child_process_setup(job.parent_pid)  # the coordinator alone handles Ctrl-C
     who = "raw listener" if job.raw else f"listener process {job.slot}"
     try:
         result = _listen_raw(job, links) if job.raw else asyncio.run(_listen_streams(job, links))

@@ -3,7 +3,6 @@ table or one JSON object."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,11 +13,19 @@ from rich.table import Table
 from pgwatch_cli.commands.bench.listeners import ListenResult
 from pgwatch_cli.commands.bench.options import BenchOptions
 from pgwatch_cli.commands.bench.writer import WritePhase
+from pgwatch_cli.stats import Summary
+
+WRITE_RATIO_MEANS = (
+    "(events/s of the write phase with the trigger ÷ without it: one phase each, while this "
+    "run's listeners receive and parse every event on the same machine, with the payload size "
+    "above. benchmarks/write_overhead.sh measures the trigger alone — pgbench, small rows, no "
+    "listeners, interleaved rounds — so the README's figure is higher.)"
+)
 
 
 @dataclass(frozen=True)
 class Percentiles:
-    """Nearest-rank percentiles, in milliseconds."""
+    """Nearest-rank percentiles (``pgwatch_cli.stats``), in milliseconds."""
 
     p50: float
     p90: float
@@ -27,14 +34,11 @@ class Percentiles:
 
     @classmethod
     def of(cls, values_us: Sequence[int]) -> Percentiles | None:
-        if not values_us:
+        summary = Summary.of(values_us)
+        if summary is None:
             return None
-        ordered = sorted(values_us)
-
-        def rank(fraction: float) -> float:
-            return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)] / 1000
-
-        return cls(rank(0.50), rank(0.90), rank(0.99), ordered[-1] / 1000)
+        ms = summary.scaled(1 / 1000)
+        return cls(ms.p50, ms.p90, ms.p99, ms.max)
 
     def as_json(self) -> dict[str, float]:
         return {key: round(value, 3) for key, value in vars(self).items()}
@@ -176,6 +180,7 @@ class BenchReport:
                 "without_trigger": self.without_trigger.as_json(),
                 "with_trigger": self.with_trigger.as_json(),
                 "throughput_ratio": self.write_throughput_ratio(),
+                "throughput_ratio_means": WRITE_RATIO_MEANS,
                 "added_ms_per_write": round(self.added_ms_per_write(), 3),
             },
             "hub_subscribers_cut": self.subscribers_cut,
@@ -275,6 +280,7 @@ def render(report: BenchReport, console: Console) -> None:
         f"Write throughput with trigger: {_times(report.write_throughput_ratio())} of without "
         f"({report.added_ms_per_write():+.3f} ms per write, {mode})"
     )
+    console.print(f"[dim]{WRITE_RATIO_MEANS}[/dim]")
     console.print(
         f"Sustained: {report.throughput_events_per_s:,.0f} events/s, "
         f"{report.deliveries_per_s:,.0f} deliveries/s; payload {report.payload_bytes} bytes; "

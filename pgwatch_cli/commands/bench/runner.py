@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pgwatch_cli import console, db
+from pgwatch_cli import console, db, lifecycle
+from pgwatch_cli import scratch as scratch_schemas
 from pgwatch_cli.capture import sqlfiles
 from pgwatch_cli.commands.bench import listeners, report, scratch, writer
 from pgwatch_cli.commands.bench.links import FAILED, LISTENED, READY, WRITES, Links, failure_text
@@ -34,12 +35,9 @@ def run(dsn: str, options: BenchOptions, *, server: str) -> report.BenchReport:
     """One benchmark run, start to finish."""
     with db.connect(dsn, autocommit=True, application_name=APPLICATION_NAME) as conn:
         _check_connections(conn, options)
-        for leftover in scratch.leftover_schemas(conn):
-            console.warn(
-                f"schema {leftover} was left behind by a bench run that was killed; "
-                f"remove it with: DROP SCHEMA {leftover} CASCADE"
-            )
         made = scratch.new_scratch(conn)
+        for orphan in scratch_schemas.remove_abandoned(conn):
+            console.warn(f"removed {orphan.describe()}")
         try:
             scratch.create(conn, made, durable=options.durable)
             pad, payload_bytes = scratch.calibrate_pad(conn, made, options.payload_bytes)
@@ -47,7 +45,7 @@ def run(dsn: str, options: BenchOptions, *, server: str) -> report.BenchReport:
             phases = _Phases(dsn, options, made, pad, conn)
             phases.run()
         finally:
-            with _sigint_ignored():
+            with lifecycle.signals_deferred():
                 _drop(dsn, made)
     return report.build(
         options,
@@ -96,21 +94,6 @@ def _drop(dsn: str, made: scratch.Scratch) -> None:
         )
 
 
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ctrl-C is held off: while children start (they inherit SIG_IGN, so only this process
-    reacts to Ctrl-C and stops them in order) and while cleaning up (so a second Ctrl-C
-    cannot leave the scratch schema behind)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class _NoFailureReported(Exception):
     """No child said why it failed within the grace period."""
 
@@ -140,7 +123,9 @@ class _Phases:
         groups = opts.listener_processes
         self.links = Links.create(ctx, writers=opts.writers, listener_processes=groups + 1)
         try:
-            with _sigint_ignored():
+            # Children start with these signals blocked and set up their own handling first
+            # (lifecycle.child_process_setup): a Ctrl-C while they boot reaches only us.
+            with lifecycle.signals_blocked():
                 self._start_children(ctx)
             with self._progress() as progress:
                 self.progress = progress
@@ -156,7 +141,7 @@ class _Phases:
                 self.listened = self._expect(LISTENED, groups + 1, timeout=_FINISH_TIMEOUT_S)
                 self._tick(force=True)
         finally:
-            with _sigint_ignored():
+            with lifecycle.signals_deferred():
                 self._stop_children()
 
     def _start_children(self, ctx: multiprocessing.context.SpawnContext) -> None:
@@ -166,18 +151,20 @@ class _Phases:
             streams = min(opts.streams_per_process, remaining)
             remaining -= streams
             job = listeners.ListenJob(
-                self.dsn, self.made.channel, slot, streams, opts.drain_timeout, hub=opts.hub
+                self.dsn, self.made.channel, slot, streams, opts.drain_timeout, hub=opts.hub,
+                parent_pid=os.getpid(),
             )
             self._spawn(ctx, listeners.main, job, f"bench listeners {slot}")
         raw = listeners.ListenJob(
-            self.dsn, self.made.channel, opts.listener_processes, 0, opts.drain_timeout
+            self.dsn, self.made.channel, opts.listener_processes, 0, opts.drain_timeout,
+            parent_pid=os.getpid(),
         )
         self._spawn(ctx, listeners.main, raw, "bench raw listener")
         for index in range(opts.writers):
             job_w = writer.WriterJob(
                 dsn=self.dsn, scratch=self.made, index=index, writers=opts.writers,
                 quota=opts.quota(index), duration=opts.duration, rate=opts.writer_rate(),
-                pad=self.pad,
+                pad=self.pad, parent_pid=os.getpid(),
             )
             self._spawn(ctx, writer.main, job_w, f"bench writer {index}")
 
@@ -265,6 +252,8 @@ class _Phases:
         progress = Progress(
             TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), console=console.stderr, transient=False,
+            # Only where someone watches: a log or pipe gets no bars (nor their final frame).
+            disable=not console.stderr.is_terminal,
         )
         self.connect_task = progress.add_task(
             "processes connected", total=self.options.listener_processes + 1 + self.options.writers

@@ -9,13 +9,13 @@ asked for). UPDATEs, not INSERTs, because only an UPDATE's payload carries value
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from pgwatch_cli import scratch as scratch_schemas
 from pgwatch_cli.capture import triggers
 from pgwatch_cli.capture.tables import TableRef
 from pgwatch_cli.errors import BenchmarkFailed
@@ -46,8 +46,10 @@ class Scratch:
 
 
 def new_scratch(conn: psycopg.Connection[Any]) -> Scratch:
-    """Names for a new scratch schema and channel (nothing is created yet)."""
-    name = f"bookwatch_bench_{secrets.token_hex(4)}"
+    """Names for a new scratch schema and channel, claimed for this run on ``conn`` (which
+    must stay open until it is dropped: see pgwatch_cli.scratch); nothing is created yet."""
+    name = scratch_schemas.new_name(scratch_schemas.BENCH_PREFIX)
+    scratch_schemas.claim(conn, name)
     return Scratch(
         schema=name, channel=name, created_bookwatch_schema=not triggers.log_schema_exists(conn)
     )
@@ -118,19 +120,5 @@ def populate(conn: psycopg.Connection[Any], scratch: Scratch, writers: int, pad:
 
 
 def drop(conn: psycopg.Connection[Any], scratch: Scratch) -> None:
-    """Remove all the run left behind (see ``triggers.plan_scratch_drop``)."""
-    triggers.run(
-        conn,
-        lambda: triggers.plan_scratch_drop(
-            conn, scratch.schema, scratch.channel, created_log=scratch.created_bookwatch_schema
-        ),
-    )
-
-
-def leftover_schemas(conn: psycopg.Connection[Any]) -> list[str]:
-    """Scratch schemas of earlier runs that were killed before they could clean up."""
-    rows = conn.execute(
-        "SELECT nspname::text FROM pg_catalog.pg_namespace"
-        " WHERE nspname LIKE 'bookwatch\\_bench\\_%' ORDER BY 1"
-    ).fetchall()
-    return [row[0] for row in rows]
+    """Remove all the run left behind (see ``pgwatch_cli.scratch.drop``)."""
+    scratch_schemas.drop(conn, scratch.schema, created_log=scratch.created_bookwatch_schema)

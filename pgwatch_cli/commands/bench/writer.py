@@ -10,7 +10,6 @@ receipt time minus ``ts`` is the commit→receive latency; it includes the UPDAT
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from pgwatch_cli import db
+from pgwatch_cli import db, lifecycle
 from pgwatch_cli.commands.bench.links import FAILED, READY, WRITES, Links, failure_text
 from pgwatch_cli.commands.bench.scratch import ROWS_PER_WRITER, Scratch
 
@@ -36,6 +35,7 @@ class WriterJob:
     duration: float | None
     rate: float  # this writer's events/s; 0: as fast as possible
     pad: int
+    parent_pid: int  # the coordinator: this process exits when it is gone
 
 
 @dataclass
@@ -52,7 +52,7 @@ class WritePhase:
 
 def main(job: WriterJob, links: Links) -> None:
     """Process entry point."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator alone handles Ctrl-C
+    lifecycle.child_process_setup(job.parent_pid)  # the coordinator alone handles Ctrl-C
     try:
         with db.connect(job.dsn, autocommit=True, application_name=APPLICATION_NAME) as conn:
             links.messages.put((READY, f"writer {job.index}"))

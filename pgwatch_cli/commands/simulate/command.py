@@ -19,8 +19,6 @@ from pgwatch_cli.console import note, stderr, stdout
 from pgwatch_cli.errors import DatabaseFailed
 from pgwatch_cli.stream.hub import SourceEnded
 
-MAX_USERS = 50  # one connection each; PostgreSQL's default max_connections is 100
-
 
 class Scenario(StrEnum):
     SEED = "seed"
@@ -57,15 +55,26 @@ def _run(area: Scratch, options: Options) -> SeedReport | StormReport:
     try:
         return asyncio.run(_play(area, options))
     except BaseExceptionGroup as group:
-        # A user task's failure arrives wrapped by its TaskGroup; the CLI maps the bare one.
-        raise _first_leaf(group) from None
-    except SourceEnded as exc:
-        raise DatabaseFailed(f"The change stream stopped: {exc}") from None
+        # A user task's failure arrives wrapped by its TaskGroup: unwrap it first, then map
+        # it like a bare one (an except clause cannot hand over to its siblings).
+        failure: BaseException = _first_leaf(group)
+    except (SourceEnded, LookupError) as exc:
+        failure = exc
+    raise _as_domain_error(failure) from None
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     first = group.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _as_domain_error(failure: BaseException) -> BaseException:
+    """What the CLI can report as one line; anything else stays as it is (a bug: traceback)."""
+    if isinstance(failure, SourceEnded):
+        return DatabaseFailed(f"The change stream stopped: {failure}")
+    if isinstance(failure, LookupError):  # a booking the scenario needs went missing
+        return DatabaseFailed(f"The scratch data changed under the simulation: {failure}")
+    return failure
 
 
 async def _play(area: Scratch, options: Options) -> SeedReport | StormReport:
