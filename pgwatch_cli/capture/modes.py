@@ -50,9 +50,10 @@ def resolve(conn: psycopg.Connection[Any], requested: str) -> tuple[Mode, str]:
         if mode is Mode.WAL:
             why_not = capability(conn).missing()
             if why_not:
+                fix = _fix(why_not)
                 raise WalModeUnavailable(
                     f"--mode wal is not possible here: {why_not}.",
-                    hint=_fix(why_not).capitalize() + " (or use --mode log).",
+                    hint=fix[0].upper() + fix[1:] + " (or use --mode log).",
                 )
         return mode, f"{mode.value} (requested)"
     why_not = capability(conn).missing()
