@@ -43,24 +43,39 @@ BEGIN
 END
 $$;
 
--- Both append paths refuse direct calls: they only ever run inside a trigger. (A role that
--- can create its own trigger can still reach them: see the README, "Permissions".)
-CREATE OR REPLACE FUNCTION bookwatch.emit_wal(relid oid, channel text, body text) RETURNS void
+-- wal mode: the invoker's trigger (bookwatch.capture, firing first: triggers of a row fire in
+-- name order) leaves the event in a transaction-local setting; this SECURITY DEFINER trigger,
+-- attached right after it, adds the names of its own relation and the secret and emits. Being
+-- a trigger, it cannot be called directly; EXECUTE is revoked, so only the installer attaches
+-- it; nothing runs between the two for one row (their names, bookwatch_capture and
+-- bookwatch_capture_send, leave no room for another trigger in between but one named
+-- bookwatch_capture_<something below "send">), so a setting forged beforehand is overwritten.
+CREATE OR REPLACE FUNCTION bookwatch.send_wal() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    head text := bookwatch.event_table(relid);
+    body text := current_setting('bookwatch.wal_event', true);
+    names text[];
 BEGIN
-    IF pg_trigger_depth() = 0 OR head IS NULL OR strpos(channel, E'\n') > 0 THEN
-        RAISE EXCEPTION 'bookwatch.emit_wal only runs in bookwatch''s capture trigger'
-            USING ERRCODE = 'insufficient_privilege';
+    IF body IS NULL OR body = '' THEN
+        RETURN NULL;  -- an UPDATE that changed nothing
     END IF;
+    PERFORM set_config('bookwatch.wal_event', '', true);
+    -- With only pg_catalog and pg_temp on the path, regclass output is schema-qualified;
+    -- parse_ident undoes the quoting. A partition is named by its root.
+    names := parse_ident(COALESCE(pg_partition_root(TG_RELID), TG_RELID)::regclass::text);
     -- The relay drops messages without the secret: pg_logical_emit_message is PUBLIC.
     PERFORM pg_logical_emit_message(
         true, 'bookwatch',
-        (SELECT s.secret FROM bookwatch.wal_secret s) || E'\n' || channel || E'\n' || head || body);
+        (SELECT s.secret FROM bookwatch.wal_secret s) || E'\n' || TG_ARGV[0] || E'\n'
+        || ',"table":' || to_json(names[2]) || ',"schema":' || to_json(names[1]) || body);
+    RETURN NULL;
 END
 $$;
+REVOKE ALL ON FUNCTION bookwatch.send_wal() FROM PUBLIC;
 
+-- log mode: the deferred capture trigger calls this at commit. It refuses direct calls and
+-- temporary tables; a role that may create a trigger on a regular table can still reach it
+-- (see the README, "Permissions").
 CREATE OR REPLACE FUNCTION bookwatch.append_log(relid oid, channel text, body text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -82,9 +97,7 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION bookwatch.emit_wal(oid, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION bookwatch.append_log(oid, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION bookwatch.emit_wal(oid, text, text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION bookwatch.append_log(oid, text, text) TO PUBLIC;
 
 -- Trigger arguments, set by the installer (pgwatch_cli/capture/config.py):
@@ -123,6 +136,9 @@ BEGIN
           FROM jsonb_each(row_new) AS n
          WHERE n.value IS DISTINCT FROM row_old -> n.key;
         IF changed IS NULL THEN
+            IF TG_ARGV[1] = 'wal' THEN
+                PERFORM set_config('bookwatch.wal_event', '', true);  -- see send_wal()
+            END IF;
             RETURN NULL;  -- an UPDATE that changes nothing is not an event
         END IF;
         IF excluded > 0 THEN
@@ -174,8 +190,9 @@ BEGIN
                     || ',"truncated":false' || tail;
 
     IF TG_ARGV[1] = 'wal' THEN
-        -- No NOTIFY, so no 8000-byte limit: the event goes whole into the WAL.
-        PERFORM bookwatch.emit_wal(TG_RELID, TG_ARGV[0], payload);
+        -- No NOTIFY, so no 8000-byte limit: the event goes whole into the WAL, through the
+        -- bookwatch_send trigger that fires next (send_wal()).
+        PERFORM set_config('bookwatch.wal_event', payload, true);
         RETURN NULL;
     END IF;
 

@@ -30,8 +30,10 @@ SELECT n.nspname::text AS schema,
        t.tgconstraint <> 0 AS deferred,
        t.tgnargs,
        t.tgargs,
-       EXISTS (SELECT FROM pg_catalog.pg_trigger tt
-                WHERE tt.tgrelid = t.tgrelid AND tt.tgname = 'bookwatch_truncate') AS truncate,
+       ARRAY(SELECT tt.tgname::text FROM pg_catalog.pg_trigger tt
+              WHERE tt.tgrelid = t.tgrelid AND tt.tgname IN
+                    ('bookwatch_truncate', 'bookwatch_capture_send', 'bookwatch_truncate_send'))
+           AS others,
        c.relkind = 'p' AS partitioned
   FROM pg_catalog.pg_trigger t
   JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid

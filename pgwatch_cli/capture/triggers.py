@@ -18,6 +18,11 @@ from pgwatch_cli.errors import MissingTable, UnsupportedTable, UsageProblem
 
 TRIGGER_NAME = "bookwatch_capture"
 TRUNCATE_TRIGGER_NAME = "bookwatch_truncate"
+# wal mode's SECURITY DEFINER halves: they fire right after the two above (name order).
+SEND_TRIGGER_NAME = "bookwatch_capture_send"
+TRUNCATE_SEND_TRIGGER_NAME = "bookwatch_truncate_send"
+_ALL_TRIGGER_NAMES = (TRIGGER_NAME, TRUNCATE_TRIGGER_NAME, SEND_TRIGGER_NAME,
+                      TRUNCATE_SEND_TRIGGER_NAME)
 Statement = sql.SQL | sql.Composed
 DEFAULT_CHANNEL = "booking_changes"
 DEFAULT_TABLES = ("bookings", "guests", "rooms")
@@ -30,7 +35,8 @@ class InstalledTrigger:
     table: TableRef
     enabled: bool
     config: TriggerConfig
-    has_truncate_trigger: bool = True
+    # The other triggers of the set (truncate, and wal mode's send triggers) are all there.
+    complete: bool = True
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -84,10 +90,14 @@ def check_channel(channel: str) -> str:
 def installed_triggers(conn: psycopg.Connection[Any]) -> list[InstalledTrigger]:
     rows = conn.execute(sqlfiles.query("installed_triggers")).fetchall()
     found = []
-    for schema, table, enabled, _deferred, nargs, raw_args, truncate, _partitioned in rows:
+    for schema, table, enabled, _deferred, nargs, raw_args, others, _partitioned in rows:
         args = [part.decode() for part in bytes(raw_args).split(b"\0")[:nargs]]
+        config = TriggerConfig.from_arguments(args)
+        expected = {TRUNCATE_TRIGGER_NAME}
+        if config.mode is Mode.WAL:
+            expected |= {SEND_TRIGGER_NAME, TRUNCATE_SEND_TRIGGER_NAME}
         found.append(InstalledTrigger(
-            TableRef(schema, table), enabled, TriggerConfig.from_arguments(args), truncate
+            TableRef(schema, table), enabled, config, complete=set(others or ()) == expected
         ))
     return found
 
@@ -190,7 +200,7 @@ def plan_install(
     for table, config in wanted.items():
         final_modes[table] = config.mode
         existing = current.get(table)
-        if (existing is not None and existing.enabled and existing.has_truncate_trigger
+        if (existing is not None and existing.enabled and existing.complete
                 and existing.config == config):
             plan.actions.append(f"{table}: already installed")
             continue
@@ -210,8 +220,11 @@ def plan_install(
 
 
 def _replace_triggers(table: TableRef, config: TriggerConfig) -> list[Statement]:
-    return [_drop_trigger(table, TRIGGER_NAME), _drop_trigger(table, TRUNCATE_TRIGGER_NAME),
-            *_create_triggers(table, config)]
+    return [*_drop_triggers(table), *_create_triggers(table, config)]
+
+
+def _drop_triggers(table: TableRef) -> list[Statement]:
+    return [_drop_trigger(table, name) for name in _ALL_TRIGGER_NAMES]
 
 
 def _drop_trigger(table: TableRef, name: str) -> sql.Composed:
@@ -232,15 +245,31 @@ def _create_triggers(table: TableRef, config: TriggerConfig) -> list[Statement]:
         " FOR EACH ROW EXECUTE FUNCTION bookwatch.capture({args})"
     )
     args = sql.SQL(", ").join(sql.Literal(arg) for arg in config.arguments())
-    return [
+    truncate_template = ("CREATE TRIGGER {name} AFTER TRUNCATE ON {table}"
+                         " FOR EACH STATEMENT EXECUTE FUNCTION bookwatch.{function}({args})")
+    statements: list[Statement] = [
         sql.SQL(row_template).format(
             name=sql.Identifier(TRIGGER_NAME), table=table.identifier(), args=args
         ),
-        sql.SQL(
-            "CREATE TRIGGER {name} AFTER TRUNCATE ON {table}"
-            " FOR EACH STATEMENT EXECUTE FUNCTION bookwatch.capture({args})"
-        ).format(name=sql.Identifier(TRUNCATE_TRIGGER_NAME), table=table.identifier(), args=args),
+        sql.SQL(truncate_template).format(
+            name=sql.Identifier(TRUNCATE_TRIGGER_NAME), table=table.identifier(),
+            function=sql.Identifier("capture"), args=args,
+        ),
     ]
+    if config.mode is Mode.WAL:
+        channel = sql.Literal(config.channel)
+        statements += [
+            sql.SQL(
+                "CREATE TRIGGER {name} AFTER INSERT OR UPDATE OR DELETE ON {table}"
+                " FOR EACH ROW EXECUTE FUNCTION bookwatch.send_wal({channel})"
+            ).format(name=sql.Identifier(SEND_TRIGGER_NAME), table=table.identifier(),
+                     channel=channel),
+            sql.SQL(truncate_template).format(
+                name=sql.Identifier(TRUNCATE_SEND_TRIGGER_NAME), table=table.identifier(),
+                function=sql.Identifier("send_wal"), args=channel,
+            ),
+        ]
+    return statements
 
 
 def plan_remove(
@@ -250,8 +279,7 @@ def plan_remove(
     chosen = [t for t in current if tables is None or t.table in tables]
     plan = Plan()
     for trigger in chosen:
-        plan.statements.append(_drop_trigger(trigger.table, TRIGGER_NAME))
-        plan.statements.append(_drop_trigger(trigger.table, TRUNCATE_TRIGGER_NAME))
+        plan.statements.extend(_drop_triggers(trigger.table))
         plan.actions.append(f"{trigger.table}: removed")
     for table in tables or ():
         if all(t.table != table for t in chosen):
