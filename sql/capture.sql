@@ -8,18 +8,26 @@
 DO $role$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bookwatch_reader') THEN
-        CREATE ROLE bookwatch_reader NOLOGIN;
+        BEGIN
+            CREATE ROLE bookwatch_reader NOLOGIN;
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN
+                NULL;  -- roles are cluster-wide: an install in another database made it meanwhile
+            WHEN insufficient_privilege THEN
+                RAISE WARNING 'bookwatch: could not create role bookwatch_reader (needs CREATEROLE)'
+                    USING HINT = 'A superuser can run: CREATE ROLE bookwatch_reader NOLOGIN; '
+                                 'then install-triggers again.';
+        END;
     END IF;
-EXCEPTION WHEN duplicate_object OR unique_violation THEN
-    NULL;  -- roles are cluster-wide: an install in another database made it meanwhile
+    -- Writers reach the SECURITY DEFINER functions below through the schema, nothing else.
+    GRANT USAGE ON SCHEMA bookwatch TO PUBLIC;
+    IF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bookwatch_reader') THEN
+        GRANT USAGE ON SCHEMA bookwatch TO bookwatch_reader;
+        GRANT SELECT ON bookwatch.change_log, bookwatch.meta, bookwatch.relay_progress
+            TO bookwatch_reader;
+    END IF;
 END
 $role$;
-
--- Writers reach the SECURITY DEFINER functions below through the schema, nothing else.
-GRANT USAGE ON SCHEMA bookwatch TO PUBLIC;
-GRANT USAGE ON SCHEMA bookwatch TO bookwatch_reader;
-GRANT SELECT ON bookwatch.change_log, bookwatch.meta, bookwatch.relay_progress
-    TO bookwatch_reader;
 
 -- The lock that orders log appends by commit: log-mode writers and the WAL relay both take it
 -- until their commit, so seq follows commit order even with both modes in one database.
