@@ -318,6 +318,7 @@ def test_wal_install_creates_slot_and_removal_drops_it(bookwatch, logical_db):
         last = bookwatch("remove-triggers", "--dsn", logical_db)
         assert last.exit_code == 0
         assert "no table is captured in wal mode any more" in last.stderr
+        assert "1 events not yet relayed go with it" in last.stderr
         assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM pg_publication").fetchone()[0] == 0
 

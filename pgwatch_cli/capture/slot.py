@@ -40,6 +40,19 @@ def publication_exists(conn: psycopg.Connection[Any], name: str) -> bool:
     return bool(row and row[0])
 
 
+def waiting_events(conn: psycopg.Connection[Any], name: str, limit: int = 100_000) -> int | None:
+    """Events in the slot not yet relayed (decoded without consuming), up to ``limit``; None
+    when that cannot be known: a relay holds the slot, or the role may not decode."""
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                sqlfiles.query("slot_waiting_events"), {"slot": name, "limit": limit}
+            ).fetchone()
+    except (psycopg.errors.ObjectInUse, psycopg.errors.InsufficientPrivilege):
+        return None
+    return int(row[0]) if row else 0
+
+
 def create_slot_statement(name: str) -> sql.Composed:
     return sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, {})").format(
         sql.Literal(name), sql.Literal(PLUGIN)

@@ -106,19 +106,11 @@ def _relay_state(
     state = RelayState(name, exists=True, active=bool(active), pid=pid,
                        retained_wal_bytes=retained, unconfirmed_wal_bytes=unconfirmed)
     if not active:
-        try:
-            with conn.transaction():
-                counted = conn.execute(
-                    sqlfiles.query("slot_waiting_events"),
-                    {"slot": name, "limit": WAITING_COUNT_LIMIT},
-                ).fetchone()
-        except psycopg.errors.ObjectInUse:
-            return state  # a relay took the slot meanwhile
-        except psycopg.errors.InsufficientPrivilege:
-            return state  # decoding needs a role that may replicate
-        state.events_waiting = int(counted[0]) if counted else 0
-        state.events_waiting_method = (
-            "at least" if state.events_waiting >= WAITING_COUNT_LIMIT else "counted")
+        waiting = slot.waiting_events(conn, name, WAITING_COUNT_LIMIT)
+        if waiting is not None:
+            state.events_waiting = waiting
+            state.events_waiting_method = (
+                "at least" if waiting >= WAITING_COUNT_LIMIT else "counted")
     return state
 
 

@@ -311,7 +311,9 @@ def _plan_relay_slot_drop(conn: psycopg.Connection[Any], plan: Plan, *, because:
     name = slot.slot_name(conn)
     if slot.slot_exists(conn, name):
         plan.drop_slot = name
-        plan.actions.append(f"relay slot {name}: dropped ({because})")
+        waiting = slot.waiting_events(conn, name)
+        lost = f"; {waiting} events not yet relayed go with it" if waiting else ""
+        plan.actions.append(f"relay slot {name}: dropped ({because}){lost}")
 
 
 def take_install_lock(conn: psycopg.Connection[Any]) -> None:
