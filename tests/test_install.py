@@ -312,6 +312,13 @@ def test_wal_install_creates_slot_and_removal_drops_it(bookwatch, logical_db):
         status = json.loads(bookwatch("status", "--json", "--dsn", logical_db).stdout)
         assert status["relay"]["events_waiting"] == 1
         assert any("no relay runs" in warning for warning in status["warnings"])
+        text = bookwatch("status", "--dsn", logical_db)
+        assert f"Relay slot {slot}: no relay running" in text.stdout
+        assert "1 events waiting (counted)" in text.stdout
+        assert "warning: 1 events wait in slot" in text.stderr
+        dry = bookwatch("remove-triggers", "--dsn", logical_db, "--dry-run")
+        assert f"pg_drop_replication_slot('{slot}')" in dry.stdout
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 1
         one = bookwatch("remove-triggers", "--dsn", logical_db, "-t", "guests")
         assert "relay slot" not in one.stderr
         assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 1
