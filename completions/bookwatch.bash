@@ -27,7 +27,7 @@ _bookwatch() {
             if [[ $cur == -* ]]; then
                 _bookwatch_reply -W "--debug --help --version -h"
             else
-                _bookwatch_reply -W "bench init-demo install-triggers remove-triggers serve simulate status tail"
+                _bookwatch_reply -W "bench init-demo install-triggers prune remove-triggers serve simulate status tail"
             fi
             ;;
         bench)
@@ -43,19 +43,31 @@ _bookwatch() {
         init-demo)
             case "$prev" in
                 --channel|--dsn|--schema) COMPREPLY=(); return ;;
+                --mode) _bookwatch_reply -W "auto log notify wal"; return ;;
             esac
             if [[ $cur == -* ]]; then
-                _bookwatch_reply -W "--channel --dsn --embedded --help --reset --schema -h"
+                _bookwatch_reply -W "--channel --dsn --embedded --help --mode --reset --schema -h"
             else
                 COMPREPLY=()
             fi
             ;;
         install-triggers)
             case "$prev" in
-                --channel|--dsn|--exclude-column|--schema|--table|-t) COMPREPLY=(); return ;;
+                --channel|--dsn|--exclude-column|--retention|--schema|--table|-t) COMPREPLY=(); return ;;
+                --mode) _bookwatch_reply -W "auto log notify wal"; return ;;
             esac
             if [[ $cur == -* ]]; then
-                _bookwatch_reply -W "--channel --dry-run --dsn --durable --embedded --exclude-column --help --no-durable --schema --table -h -t"
+                _bookwatch_reply -W "--channel --dry-run --dsn --durable --embedded --exclude-column --help --mode --no-durable --retention --schema --table -h -t"
+            else
+                COMPREPLY=()
+            fi
+            ;;
+        prune)
+            case "$prev" in
+                --dsn|--keep-last|--older-than) COMPREPLY=(); return ;;
+            esac
+            if [[ $cur == -* ]]; then
+                _bookwatch_reply -W "--dry-run --dsn --embedded --help --keep-last --older-than -h"
             else
                 COMPREPLY=()
             fi

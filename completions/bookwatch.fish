@@ -9,10 +9,11 @@ complete -c bookwatch -n '__fish_use_subcommand' -l version -d 'Show the version
 complete -c bookwatch -n '__fish_use_subcommand' -a bench -d 'Measure notify latency, delivery and trigger write overhead on a scratch schema.'
 complete -c bookwatch -n '__fish_use_subcommand' -a init-demo -d 'Create a hotel\'s booking tables (bookings, guests, rooms) with sample data, and install triggers on them: the README\'s story of Anna and Ben editing booking #123.'
 complete -c bookwatch -n '__fish_use_subcommand' -a install-triggers -d 'Install the change-capture function and triggers (idempotent, one transaction).'
+complete -c bookwatch -n '__fish_use_subcommand' -a prune -d 'Delete old events from the change log (always the oldest ones, in seq order).'
 complete -c bookwatch -n '__fish_use_subcommand' -a remove-triggers -d 'Remove bookwatch triggers (all, or --table); the change log stays unless --drop-log.'
 complete -c bookwatch -n '__fish_use_subcommand' -a serve -d 'Relay change events to browsers over Server-Sent Events (GET /events).'
 complete -c bookwatch -n '__fish_use_subcommand' -a simulate -d 'Play an edit conflict three ways (baseline, refresh, merge) on a scratch schema.'
-complete -c bookwatch -n '__fish_use_subcommand' -a status -d 'Show installed triggers, the change log and the notification queue.'
+complete -c bookwatch -n '__fish_use_subcommand' -a status -d 'Show capture triggers and modes, the change log, the relay slot and the queue.'
 complete -c bookwatch -n '__fish_use_subcommand' -a tail -d 'Stream change events live: a table on a terminal, JSON lines when piped.'
 
 # bench
@@ -35,6 +36,7 @@ complete -c bookwatch -n '__fish_seen_subcommand_from init-demo' -l channel -x -
 complete -c bookwatch -n '__fish_seen_subcommand_from init-demo' -l dsn -x -d 'PostgreSQL connection string (URI or key=value). Default: $BOOKWATCH_DSN, $DATABASE_URL, the libpq environment (PGHOST…), else the embedded server. Prefer the environment variables: a --dsn value is visible to other users in ps.'
 complete -c bookwatch -n '__fish_seen_subcommand_from init-demo' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
 complete -c bookwatch -n '__fish_seen_subcommand_from init-demo' -l help -s h -d 'Show this message and exit.'
+complete -c bookwatch -n '__fish_seen_subcommand_from init-demo' -l mode -x -a 'auto log notify wal' -d 'Capture mode: wal (WAL + relay), log (change log under a commit lock), notify (payload in NOTIFY, no log), or auto: wal where the server allows it, else log.'
 complete -c bookwatch -n '__fish_seen_subcommand_from init-demo' -l reset -d 'Drop and recreate the demo tables.'
 complete -c bookwatch -n '__fish_seen_subcommand_from init-demo' -l schema -x -d 'Schema for table names given without one.'
 
@@ -42,13 +44,23 @@ complete -c bookwatch -n '__fish_seen_subcommand_from init-demo' -l schema -x -d
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l channel -x -d 'NOTIFY channel the events are sent on.'
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l dry-run -d 'Say what would change and print the SQL that would run; change nothing.'
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l dsn -x -d 'PostgreSQL connection string (URI or key=value). Default: $BOOKWATCH_DSN, $DATABASE_URL, the libpq environment (PGHOST…), else the embedded server. Prefer the environment variables: a --dsn value is visible to other users in ps.'
-complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l durable -d 'Also append every change to bookwatch.change_log (seq, replay).'
+complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l durable -d 'Older spellings of --mode auto and --mode notify.'
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l exclude-column -x -d 'A column whose values never leave the database (repeatable).'
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l help -s h -d 'Show this message and exit.'
-complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l no-durable -d 'Also append every change to bookwatch.change_log (seq, replay).'
+complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l mode -x -a 'auto log notify wal' -d 'Capture mode: wal (WAL + relay), log (change log under a commit lock), notify (payload in NOTIFY, no log), or auto: wal where the server allows it, else log.'
+complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l no-durable -d 'Older spellings of --mode auto and --mode notify.'
+complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l retention -x -d 'How long the change log keeps events, e.g. 7d, 12h (stored in the database; default 7d when first installed).'
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l schema -x -d 'Schema for table names given without one.'
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l table -s t -x -d 'Capture this table (repeatable; default: bookings, guests, rooms); NAME or SCHEMA.NAME.'
+
+# prune
+complete -c bookwatch -n '__fish_seen_subcommand_from prune' -l dry-run -d 'Say how many events would go; delete nothing.'
+complete -c bookwatch -n '__fish_seen_subcommand_from prune' -l dsn -x -d 'PostgreSQL connection string (URI or key=value). Default: $BOOKWATCH_DSN, $DATABASE_URL, the libpq environment (PGHOST…), else the embedded server. Prefer the environment variables: a --dsn value is visible to other users in ps.'
+complete -c bookwatch -n '__fish_seen_subcommand_from prune' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
+complete -c bookwatch -n '__fish_seen_subcommand_from prune' -l help -s h -d 'Show this message and exit.'
+complete -c bookwatch -n '__fish_seen_subcommand_from prune' -l keep-last -x -d 'Delete all but the newest N events.'
+complete -c bookwatch -n '__fish_seen_subcommand_from prune' -l older-than -x -d 'Delete events logged longer ago than this, e.g. 7d, 12h.'
 
 # remove-triggers
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l drop-log -d 'Also drop schema bookwatch with the change log.'

@@ -28,6 +28,7 @@ from pgwatch_cli.errors import (
 if TYPE_CHECKING:
     import psycopg
 
+    from pgwatch_cli.capture import status as capture_status
     from pgwatch_cli.capture import triggers
     from pgwatch_cli.capture.tables import TableRef
 
@@ -200,19 +201,63 @@ def main_options(
 # -- commands ----------------------------------------------------------------------------------
 
 
+def _mode_choices() -> list[str]:
+    from pgwatch_cli.capture import modes
+
+    return list(modes.CHOICES)
+
+
+def _mode_name(value: str) -> str:
+    from pgwatch_cli.capture import modes
+
+    if value not in modes.CHOICES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(modes.CHOICES)}.")
+    return value
+
+
+ModeOption = Annotated[
+    str,
+    typer.Option("--mode", help="Capture mode: wal (WAL + relay), log (change log under a "
+                 "commit lock), notify (payload in NOTIFY, no log), or auto: wal where the "
+                 "server allows it, else log.", callback=_mode_name,
+                 autocompletion=_mode_choices, metavar="auto|wal|log|notify"),
+]
+
+
+def _requested_mode(mode: str, durable: bool | None) -> str:
+    """--durable is an alias of --mode auto, --no-durable of --mode notify."""
+    if durable is None:
+        return mode
+    alias = "auto" if durable else "notify"
+    if mode not in ("auto", alias):
+        flag = "--durable" if durable else "--no-durable"
+        raise UsageProblem(f"{flag} means --mode {alias}; it cannot be combined with "
+                           f"--mode {mode}.")
+    return alias
+
+
 @app.command("install-triggers")
 @guarded
 def install_triggers(
     table: TablesOption = None,
     schema: SchemaOption = "public",
     channel: ChannelOption = DEFAULT_CHANNEL,
+    mode: ModeOption = "auto",
     durable: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--durable/--no-durable",
-            help="Also append every change to bookwatch.change_log (seq, replay).",
+            help="Older spellings of --mode auto and --mode notify.", show_default=False,
         ),
-    ] = True,
+    ] = None,
+    retention_option: Annotated[
+        str | None,
+        typer.Option(
+            "--retention", metavar="DURATION", show_default=False,
+            help="How long the change log keeps events, e.g. 7d, 12h (stored in the "
+            "database; default 7d when first installed).",
+        ),
+    ] = None,
     exclude_column: Annotated[
         list[str] | None,
         typer.Option(
@@ -227,16 +272,19 @@ def install_triggers(
 ) -> None:
     """Install the change-capture function and triggers (idempotent, one transaction)."""
     from pgwatch_cli import db
-    from pgwatch_cli.capture import triggers
+    from pgwatch_cli.capture import retention, triggers
 
     tables = _tables(table, schema, DEFAULT_TABLES)
     excluded = triggers.parse_exclusions(exclude_column or [], tables, schema)
     triggers.check_channel(channel)
+    requested = _requested_mode(mode, durable)
+    interval = None if retention_option is None else retention.to_interval(retention_option)
     with db.connect(database(dsn, embedded)) as conn:
         plan = triggers.run(
             conn,
             lambda: triggers.plan_install(
-                conn, tables, channel=channel, durable=durable, excluded=excluded
+                conn, tables, channel=channel, mode=requested, excluded=excluded,
+                retention=interval,
             ),
             dry_run=dry_run,
         )
@@ -283,22 +331,24 @@ def status(
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
 ) -> None:
-    """Show installed triggers, the change log and the notification queue."""
+    """Show capture triggers and modes, the change log, the relay slot and the queue."""
     from pgwatch_cli import db
-    from pgwatch_cli.capture import triggers
+    from pgwatch_cli.capture import status as capture_status
 
     resolved = database(dsn, embedded)
-    with db.connect(resolved) as conn:
-        current = triggers.status(conn)
+    with db.connect(resolved, autocommit=True) as conn:
+        current = capture_status.status(conn)
     if as_json:
         sys.stdout.write(
             json.dumps({"server": config.describe(resolved), **current.as_json()}) + "\n"
         )
-        return
-    _print_status(current)
+    else:
+        _print_status(current)
+    for warning in current.warnings:
+        note(f"warning: {warning}")
 
 
-def _print_status(current: triggers.Status) -> None:
+def _print_status(current: capture_status.Status) -> None:
     from rich.table import Table
 
     from pgwatch_cli.console import literal, stdout
@@ -311,25 +361,89 @@ def _print_status(current: triggers.Status) -> None:
             grid.add_column(heading, overflow="fold")
         for trigger in current.triggers:
             grid.add_row(  # names from the database: literal (console.literal)
-                literal(trigger.table),
+                literal(str(trigger.table))
+                + (" (partitioned)" if trigger.config.partitioned else ""),
                 "[green]enabled[/green]" if trigger.enabled else "[red]disabled[/red]",
-                "durable" if trigger.config.durable else "not durable",
+                trigger.config.mode.value,
                 literal(trigger.config.channel),
                 literal(", ".join(trigger.config.primary_key)),
                 literal(", ".join(trigger.config.excluded) or "-"),
             )
         stdout.print(grid)
-    if current.log_rows is None:
+    log = current.log
+    if log is None:
         stdout.print("Change log: not installed")
-    elif current.log_rows == 0:
-        stdout.print("Change log: empty")
     else:
-        stdout.print(
-            f"Change log: {current.log_rows} rows, seq {current.log_min_seq}..{current.log_max_seq}"
-        )
+        line = f"Change log: {log.rows} rows" if log.rows else "Change log: empty"
+        if log.rows:
+            line += f", seq {log.min_seq}..{log.max_seq}"
+            if log.oldest_age_s is not None:
+                line += f", oldest {_age(log.oldest_age_s)} old"
+        line += f", {log.size_bytes} bytes; retention {log.retention or '-'}; log id {log.log_id}"
+        stdout.print(line)
     if current.schema_version is not None:
-        stdout.print(f"Schema version: {current.schema_version}")
+        stdout.print(f"Schema version: {current.schema_version} "
+                     f"(this bookwatch: {current.known_schema_version})")
+    relay = current.relay
+    if relay is not None:
+        if not relay.exists:
+            stdout.print(f"Relay slot {relay.slot}: missing")
+        else:
+            who = f"active (relay PID {relay.pid})" if relay.active else "no relay running"
+            waiting = (f"{relay.events_waiting} events waiting ({relay.events_waiting_method})"
+                       if relay.events_waiting is not None
+                       else f"{relay.unconfirmed_wal_bytes} bytes of WAL not yet confirmed")
+            stdout.print(f"Relay slot {relay.slot}: {who}; retains {relay.retained_wal_bytes} "
+                         f"bytes of WAL; {waiting}")
     stdout.print(f"Notification queue usage: {current.queue_usage:.1%}")
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@app.command()
+@guarded
+def prune(
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", metavar="DURATION", show_default=False,
+                     help="Delete events logged longer ago than this, e.g. 7d, 12h."),
+    ] = None,
+    keep_last: Annotated[
+        int | None,
+        typer.Option("--keep-last", min=0, metavar="N", show_default=False,
+                     help="Delete all but the newest N events."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say how many events would go; delete nothing.")
+    ] = False,
+    dsn: DsnOption = None,
+    embedded: EmbeddedOption = False,
+) -> None:
+    """Delete old events from the change log (always the oldest ones, in seq order)."""
+    from pgwatch_cli import db
+    from pgwatch_cli.capture import prune as capture_prune
+    from pgwatch_cli.capture import retention
+
+    if (older_than is None) == (keep_last is None):
+        raise UsageProblem("Give exactly one of --older-than DURATION or --keep-last N.")
+    interval = None if older_than is None else retention.to_interval(older_than, "--older-than")
+    with db.connect(database(dsn, embedded)) as conn:
+        if keep_last == 0:
+            done = capture_prune.prune(conn, older_than="0 seconds", dry_run=dry_run)
+        else:
+            done = capture_prune.prune(conn, older_than=interval, keep_last=keep_last,
+                                       dry_run=dry_run)
+    first = "empty" if done.first_kept is None else f"starts at seq {done.first_kept}"
+    if dry_run:
+        note(f"dry run: would delete {done.deleted} events; the log would then be {first}")
+    else:
+        note(f"deleted {done.deleted} events; the change log {'is ' if first == 'empty' else ''}"
+             f"{first}")
 
 
 @app.command("init-demo")
@@ -340,6 +454,7 @@ def init_demo(
         bool, typer.Option("--reset", help="Drop and recreate the demo tables.")
     ] = False,
     channel: ChannelOption = DEFAULT_CHANNEL,
+    mode: ModeOption = "auto",
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
 ) -> None:
@@ -349,7 +464,7 @@ def init_demo(
     from pgwatch_cli.demo import schema as demo
 
     with db.connect(database(dsn, embedded)) as conn:
-        inserted, plan = demo.init(conn, schema, reset=reset, channel=channel)
+        inserted, plan = demo.init(conn, schema, reset=reset, channel=channel, mode=mode)
     for name, count in inserted.items():
         note(f"{schema}.{name}: {count} sample rows" if count else f"{schema}.{name}: kept")
     for action in plan.actions:

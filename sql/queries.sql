@@ -16,36 +16,91 @@ SELECT a.attname::text
  ORDER BY k.position;
 
 -- name: table_columns
-SELECT a.attname::text
+SELECT a.attname::text, a.attnum::int
   FROM pg_catalog.pg_attribute a
  WHERE a.attrelid = %(oid)s AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum;
 
 -- name: installed_triggers
--- Every bookwatch capture trigger in the database, with its arguments and state.
+-- Every bookwatch capture trigger in the database, with its arguments and state. Partitions'
+-- clones of a trigger installed on their parent are left out: removing the parent's removes them.
 SELECT n.nspname::text AS schema,
        c.relname::text AS table,
        t.tgenabled <> 'D' AS enabled,
        t.tgconstraint <> 0 AS deferred,
        t.tgnargs,
-       t.tgargs
+       t.tgargs,
+       ARRAY(SELECT tt.tgname::text FROM pg_catalog.pg_trigger tt
+              WHERE tt.tgrelid = t.tgrelid AND tt.tgname IN
+                    ('bookwatch_truncate', 'bookwatch_capture_send', 'bookwatch_truncate_send'))
+           AS others,
+       c.relkind = 'p' AS partitioned
   FROM pg_catalog.pg_trigger t
   JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
   JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
  WHERE t.tgname = 'bookwatch_capture' AND pn.nspname = 'bookwatch' AND p.proname = 'capture'
-   AND NOT t.tgisinternal
+   AND NOT t.tgisinternal AND t.tgparentid = 0
  ORDER BY 1, 2;
 
 -- name: schema_exists
 SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'bookwatch');
 
 -- name: schema_version
-SELECT value FROM bookwatch.meta WHERE key = 'schema_version';
+-- 0 when schema bookwatch exists without a version (never written by a release).
+SELECT coalesce((SELECT value::int FROM bookwatch.meta WHERE key = 'schema_version'), 0);
+
+-- name: meta_value
+SELECT value FROM bookwatch.meta WHERE key = %(key)s;
+
+-- name: set_meta_value
+INSERT INTO bookwatch.meta (key, value) VALUES (%(key)s, %(value)s)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: wal_capability
+-- Can this server and role capture in wal mode? (logical decoding, slots, replication right)
+SELECT current_setting('wal_level'),
+       current_setting('max_replication_slots')::int,
+       r.rolsuper OR r.rolreplication,
+       r.rolsuper
+  FROM pg_catalog.pg_roles r
+ WHERE r.rolname = current_user;
+
+-- name: relay_slot_name
+-- The logical replication slot of the wal relay: one per database.
+SELECT 'bookwatch_' || oid::text FROM pg_catalog.pg_database WHERE datname = current_database();
+
+-- name: relay_publication_name
+SELECT 'bookwatch_messages';
+
+-- name: commit_order_lock
+-- Taken by log-mode writers (inside bookwatch.append_log) and by the relay while appending, so
+-- seq follows commit order across both; held until the transaction ends.
+SELECT bookwatch.commit_order_lock();
+
+-- name: slot_state
+SELECT active, active_pid,
+       pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)::bigint,
+       pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+  FROM pg_catalog.pg_replication_slots
+ WHERE slot_name = %(slot)s;
+
+-- name: slot_waiting_events
+-- Events in the slot not yet relayed, counted by decoding without consuming (only possible
+-- while no relay holds the slot). pgoutput message frames: 'M', flags, LSN, prefix\0, ...
+SELECT count(*)
+  FROM pg_catalog.pg_logical_slot_peek_binary_changes(
+           %(slot)s, NULL, %(limit)s,
+           'proto_version', '1', 'publication_names', 'bookwatch_messages', 'messages', 'true')
+ WHERE substr(data, 1, 1) = 'M'::bytea AND substr(data, 11, 10) = 'bookwatch\000'::bytea;
 
 -- name: log_summary
-SELECT count(*), min(seq), max(seq) FROM bookwatch.change_log;
+SELECT count(*), min(seq), max(seq),
+       pg_catalog.pg_total_relation_size('bookwatch.change_log'),
+       extract(epoch FROM now() - (SELECT logged_at FROM bookwatch.change_log
+                                    ORDER BY seq LIMIT 1))::float8
+  FROM bookwatch.change_log;
 
 -- name: notification_queue_usage
 SELECT pg_catalog.pg_notification_queue_usage();

@@ -1,13 +1,21 @@
-"""Helpers for tests that write rows and read back the events the triggers sent."""
+"""Helpers for tests that write rows and read back the events the triggers produced.
+
+Every mode has a reader with the same two calls (``events``, ``nothing_within``):
+``notify`` reads NOTIFY payloads, ``log`` takes NOTIFY as a wake-up and reads the change log,
+``wal`` decodes the relay slot itself (as the relay would, without numbering by the log).
+"""
 
 from __future__ import annotations
 
 import json
+import struct
+import time
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from pgwatch_cli.capture import triggers
+from pgwatch_cli.capture import sqlfiles, triggers
 from pgwatch_cli.capture.tables import TableRef
 
 CHANNEL = triggers.DEFAULT_CHANNEL
@@ -16,33 +24,30 @@ CHANNEL = triggers.DEFAULT_CHANNEL
 def install(
     dsn: str,
     *tables: str,
-    durable: bool = True,
+    mode: str = "log",
     excluded: dict[str, list[str]] | None = None,
     channel: str = CHANNEL,
-) -> None:
+) -> triggers.Plan:
     refs = [TableRef.parse(name) for name in tables]
     exclusions = {TableRef.parse(name): columns for name, columns in (excluded or {}).items()}
     with psycopg.connect(dsn) as conn:
-        triggers.run(
+        return triggers.run(
             conn,
             lambda: triggers.plan_install(
-                conn, refs, channel=channel, durable=durable, excluded=exclusions
+                conn, refs, channel=channel, mode=mode, excluded=exclusions
             ),
         )
 
 
 class Listener:
-    """A plain LISTEN connection for checking what the triggers send."""
+    """A plain LISTEN connection: what any role that may connect could see."""
 
     def __init__(self, dsn: str, channel: str = CHANNEL) -> None:
         self.conn = psycopg.connect(dsn, autocommit=True)
-        self.conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+        self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 
     def payloads(self, expected: int, timeout: float = 10.0) -> list[str]:
-        received = [
-            n.payload for n in self.conn.notifies(timeout=timeout, stop_after=expected)
-        ]
-        return received
+        return [n.payload for n in self.conn.notifies(timeout=timeout, stop_after=expected)]
 
     def events(self, expected: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         return [json.loads(payload) for payload in self.payloads(expected, timeout)]
@@ -52,6 +57,120 @@ class Listener:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class LogReader:
+    """log mode: each NOTIFY carries a seq; the event itself is read from the change log."""
+
+    def __init__(self, dsn: str, channel: str = CHANNEL) -> None:
+        self.wakeups = Listener(dsn, channel)
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.channel = channel
+        self.after = 0
+
+    def events(self, expected: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(found) < expected and time.monotonic() < deadline:
+            for payload in self.wakeups.payloads(1, timeout=0.5):
+                assert payload.isdigit(), f"a log-mode NOTIFY carried more than a seq: {payload}"
+            rows = self.conn.execute(
+                sqlfiles.query("log_after"),
+                {"channel": self.channel, "after": self.after, "page": 1000},
+            ).fetchall()
+            for seq, payload in rows:
+                self.after = seq
+                found.append(json.loads(payload))
+        return found
+
+    def nothing_within(self, seconds: float = 0.5) -> bool:
+        return self.wakeups.nothing_within(seconds) and not self.conn.execute(
+            "SELECT 1 FROM bookwatch.change_log WHERE seq > %s", (self.after,)
+        ).fetchall()
+
+    def close(self) -> None:
+        self.wakeups.close()
+        self.conn.close()
+
+
+def decode_message(data: bytes) -> tuple[str, bytes] | None:
+    """A pgoutput logical message frame ('M') as (prefix, content); None for other frames."""
+    if data[:1] != b"M":
+        return None
+    end = data.index(b"\0", 10)
+    prefix = data[10:end].decode()
+    (length,) = struct.unpack("!i", data[end + 1 : end + 5])
+    return prefix, data[end + 5 : end + 5 + length]
+
+
+def slot_messages(conn: psycopg.Connection[Any], *, consume: bool = True) -> list[bytes]:
+    """The contents of the bookwatch messages in the relay slot, in commit order."""
+    function = "pg_logical_slot_get_binary_changes" if consume else (
+        "pg_logical_slot_peek_binary_changes")
+    slot_name = conn.execute(sqlfiles.query("relay_slot_name")).fetchone()[0]
+    rows = conn.execute(
+        sql.SQL("SELECT data FROM {}(%s, NULL, NULL, 'proto_version', '1', "
+                "'publication_names', 'bookwatch_messages', 'messages', 'true')").format(
+            sql.Identifier(function)),
+        (slot_name,),
+    ).fetchall()
+    found = []
+    for (data,) in rows:
+        message = decode_message(bytes(data))
+        if message is not None and message[0] == "bookwatch":
+            found.append(message[1])
+    return found
+
+
+def wal_secret(conn: psycopg.Connection[Any]) -> str:
+    return str(conn.execute("SELECT secret FROM bookwatch.wal_secret").fetchone()[0])
+
+
+class WalReader:
+    """wal mode: decodes the slot like the relay does (secret check, seq by commit order)."""
+
+    def __init__(self, dsn: str, channel: str = CHANNEL) -> None:
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.channel = channel
+        self.seq = 0
+        self.forged = 0
+
+    def _read(self) -> list[dict[str, Any]]:
+        secret = wal_secret(self.conn)
+        found = []
+        for content in slot_messages(self.conn):
+            head, channel, tail = content.decode().split("\n", 2)
+            if head != secret:
+                self.forged += 1
+                continue
+            if channel == self.channel:
+                self.seq += 1
+                found.append(json.loads('{"v":1,"seq":' + str(self.seq) + tail))
+        return found
+
+    def events(self, expected: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(found) < expected and time.monotonic() < deadline:
+            found.extend(self._read())
+            if len(found) < expected:
+                time.sleep(0.05)
+        return found
+
+    def nothing_within(self, seconds: float = 0.5) -> bool:
+        time.sleep(seconds)
+        return not self._read()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def reader(dsn: str, mode: str, channel: str = CHANNEL) -> LogReader | WalReader | Listener:
+    if mode == "wal":
+        return WalReader(dsn, channel)
+    if mode == "log":
+        return LogReader(dsn, channel)
+    return Listener(dsn, channel)
 
 
 def log_payloads(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:

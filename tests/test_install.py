@@ -59,8 +59,8 @@ def test_install_converges_to_new_options(bookwatch, dsn, seed_tables):
     assert changed.exit_code == 0 and "updated" in changed.stderr
     status = json.loads(bookwatch("status", "--json", "--dsn", dsn).stdout)
     [table] = status["tables"]
-    assert (table["durable"], table["channel"], table["excluded_columns"]) == (
-        False, "other", ["x"])
+    assert (table["mode"], table["channel"], table["excluded_columns"]) == (
+        "notify", "other", ["x"])
 
 
 def test_dry_run_prints_sql_and_changes_nothing(bookwatch, dsn, seed_tables):
@@ -158,8 +158,12 @@ def test_status_json_reports_log_and_queue(bookwatch, dsn, seed_tables):
     seed_tables.execute("INSERT INTO bookings VALUES (1, 'a'), (2, 'b')")
     seed_tables.commit()
     status = json.loads(bookwatch("status", "--json", "--dsn", dsn).stdout)
-    assert status["schema_version"] == 1
+    assert status["schema_version"] == status["known_schema_version"] == 2
+    assert status["tables"][0]["mode"] == "log"  # 5432 runs with wal_level = replica
     assert status["change_log"]["rows"] == 2
+    assert status["change_log"]["retention"] == "7 days"
+    assert status["change_log"]["size_bytes"] > 0 and status["change_log"]["oldest_age_s"] >= 0
+    assert status["relay"] is None and status["warnings"] == []
     assert status["change_log"]["max_seq"] - status["change_log"]["min_seq"] == 1
     assert 0.0 <= status["notification_queue_usage"] < 1.0
     text = bookwatch("status", "--dsn", dsn)
@@ -224,3 +228,145 @@ def test_embedded_server_is_the_default(tmp_path):
     assert len(json.loads(status.stdout)["tables"]) == 3
     postmaster = tmp_path / "home" / "pgdata" / "postmaster.pid"
     assert not postmaster.exists()  # the last process stopped the server
+
+
+def test_auto_picks_log_on_a_replica_server_and_says_why(bookwatch, dsn, seed_tables):
+    result = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings")
+    assert result.exit_code == 0
+    assert "capture mode: log (wal_level is replica, not logical" in result.stderr
+    assert "ALTER SYSTEM SET wal_level = logical" in result.stderr
+
+
+def test_mode_wal_on_a_replica_server_is_exit_1_with_the_fix(bookwatch, dsn, seed_tables):
+    result = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", "--mode", "wal")
+    assert result.exit_code == 1
+    assert error_line(result.stderr) == (
+        "Error: --mode wal is not possible here: wal_level is replica, not logical.")
+    assert "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL" in result.stderr
+    assert trigger_rows(seed_tables) == [] and not has_schema(seed_tables)
+
+
+def test_mode_aliases_and_conflicts(bookwatch, dsn, seed_tables):
+    conflict = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", "--mode", "log",
+                         "--no-durable")
+    assert conflict.exit_code == 2 and "--no-durable means --mode notify" in conflict.stderr
+    bad = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", "--mode", "fast")
+    assert bad.exit_code == 2
+    assert bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", "--durable",
+                     "--mode", "auto").exit_code == 0
+    assert trigger_rows(seed_tables) == [("bookings", "bookwatch_capture")]
+
+
+@pytest.mark.parametrize("value", ["0d", "7", "d", "-1h", "7 days; drop table x", "1y"])
+def test_bad_retention_is_a_usage_error(bookwatch, dsn, seed_tables, value):
+    result = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", "--retention", value)
+    assert result.exit_code == 2 and error_line(result.stderr).startswith("Error: --retention")
+    assert trigger_rows(seed_tables) == []
+
+
+def test_retention_is_stored_and_kept_by_later_installs(bookwatch, dsn, seed_tables):
+    assert bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings",
+                     "--retention", "12h").exit_code == 0
+    assert bookwatch("install-triggers", "--dsn", dsn, "-t", "guests").exit_code == 0
+    status = json.loads(bookwatch("status", "--json", "--dsn", dsn).stdout)
+    assert status["change_log"]["retention"] == "12 hours"
+
+
+def test_channel_with_a_newline_is_refused(bookwatch, dsn, seed_tables):
+    result = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", "--channel", "a\nb")
+    assert result.exit_code == 2 and "control characters" in result.stderr
+
+
+def test_dry_run_of_wal_install_shows_slot_and_creates_nothing(bookwatch, logical_db):
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bookings (id int PRIMARY KEY, x text)")
+        result = bookwatch("install-triggers", "--dsn", logical_db, "-t", "bookings",
+                           "--dry-run")
+        assert result.exit_code == 0, result.stderr
+        assert "pg_create_logical_replication_slot" in result.stdout
+        assert "CREATE PUBLICATION" in result.stdout
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_publication").fetchone()[0] == 0
+        assert not has_schema(conn)
+
+
+def test_wal_install_creates_slot_and_removal_drops_it(bookwatch, logical_db):
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bookings (id int PRIMARY KEY, x text)")
+        conn.execute("CREATE TABLE guests (id int PRIMARY KEY, x text)")
+        installed = bookwatch("install-triggers", "--dsn", logical_db, "-t", "bookings",
+                              "-t", "guests")
+        assert installed.exit_code == 0, installed.stderr
+        assert "capture mode: wal (wal_level = logical" in installed.stderr
+        assert "relay slot bookwatch_" in installed.stderr
+        [(slot, plugin)] = conn.execute(
+            "SELECT slot_name, plugin FROM pg_replication_slots").fetchall()
+        expected = conn.execute(
+            "SELECT 'bookwatch_' || oid FROM pg_database WHERE datname = current_database()"
+        ).fetchone()[0]
+        assert (slot, plugin) == (expected, "pgoutput")
+        status = json.loads(bookwatch("status", "--json", "--dsn", logical_db).stdout)
+        assert status["relay"]["slot"] == slot and status["relay"]["active"] is False
+        assert status["relay"]["events_waiting"] == 0
+        conn.execute("INSERT INTO bookings VALUES (1, 'a')")
+        status = json.loads(bookwatch("status", "--json", "--dsn", logical_db).stdout)
+        assert status["relay"]["events_waiting"] == 1
+        assert any("no relay runs" in warning for warning in status["warnings"])
+        text = bookwatch("status", "--dsn", logical_db)
+        assert f"Relay slot {slot}: no relay running" in text.stdout
+        assert "1 events waiting (counted)" in text.stdout
+        assert "warning: 1 events wait in slot" in text.stderr
+        dry = bookwatch("remove-triggers", "--dsn", logical_db, "--dry-run")
+        assert f"pg_drop_replication_slot('{slot}')" in dry.stdout
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 1
+        one = bookwatch("remove-triggers", "--dsn", logical_db, "-t", "guests")
+        assert "relay slot" not in one.stderr
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 1
+        last = bookwatch("remove-triggers", "--dsn", logical_db)
+        assert last.exit_code == 0
+        assert "no table is captured in wal mode any more" in last.stderr
+        assert "1 events not yet relayed go with it" in last.stderr
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_publication").fetchone()[0] == 0
+
+
+def test_failed_wal_install_leaves_no_slot(bookwatch, logical_db):
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bookings (id int PRIMARY KEY, x text)")
+        # Fails inside the DDL transaction (after the slot was made): the column is missing.
+        conn.execute("CREATE TABLE guests (id int PRIMARY KEY, x text)")
+        conn.execute("CREATE VIEW rooms AS SELECT 1 AS id")
+        result = bookwatch("install-triggers", "--dsn", logical_db, "-t", "bookings",
+                           "-t", "rooms")
+        assert result.exit_code == 1
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
+        assert not has_schema(conn)
+
+
+def test_drop_log_drops_the_slot_and_a_new_log_gets_a_new_log_id(bookwatch, logical_db):
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bookings (id int PRIMARY KEY, x text)")
+        bookwatch("install-triggers", "--dsn", logical_db, "-t", "bookings")
+        first = json.loads(bookwatch("status", "--json", "--dsn", logical_db).stdout)
+        dropped = bookwatch("remove-triggers", "--dsn", logical_db, "--drop-log")
+        assert dropped.exit_code == 0 and "relay slot" in dropped.stderr
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 0
+        bookwatch("install-triggers", "--dsn", logical_db, "-t", "bookings")
+        second = json.loads(bookwatch("status", "--json", "--dsn", logical_db).stdout)
+        assert first["change_log"]["log_id"] and second["change_log"]["log_id"]
+        assert first["change_log"]["log_id"] != second["change_log"]["log_id"]
+
+
+def test_init_demo_takes_a_mode(bookwatch, dsn, postgresql):
+    result = bookwatch("init-demo", "--dsn", dsn, "--mode", "notify")
+    assert result.exit_code == 0, result.stderr
+    status = json.loads(bookwatch("status", "--json", "--dsn", dsn).stdout)
+    assert {table["mode"] for table in status["tables"]} == {"notify"}
+
+
+def test_init_demo_in_wal_mode(bookwatch, logical_db):
+    result = bookwatch("init-demo", "--dsn", logical_db)
+    assert result.exit_code == 0, result.stderr
+    status = json.loads(bookwatch("status", "--json", "--dsn", logical_db).stdout)
+    assert {table["mode"] for table in status["tables"]} == {"wal"}
+    assert status["relay"]["exists"] is True

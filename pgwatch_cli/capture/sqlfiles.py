@@ -37,3 +37,20 @@ def queries() -> dict[str, str]:
 
 def query(name: str) -> str:
     return queries()[name]
+
+
+_MIGRATION_FILE = re.compile(r"(\d{3})_\w+\.sql")
+
+
+@functools.cache
+def migrations() -> tuple[tuple[int, str, str], ...]:
+    """``sql/migrations/NNN_what.sql`` as (number, file name, text), in order."""
+    found = []
+    for path in sorted((_sql_dir() / "migrations").iterdir()):
+        matched = _MIGRATION_FILE.fullmatch(path.name)
+        if matched:
+            found.append((int(matched.group(1)), path.name, path.read_text(encoding="utf-8")))
+    numbers = [number for number, _, _ in found]
+    if numbers != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"sql/migrations must be numbered 1..n without gaps, found {numbers}")
+    return tuple(found)

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from pgwatch_cli.capture import sqlfiles
+from pgwatch_cli.capture import migrations, modes, slot, sqlfiles
+from pgwatch_cli.capture import retention as durations
+from pgwatch_cli.capture.config import Mode, TriggerConfig
 from pgwatch_cli.capture.tables import TableRef
 from pgwatch_cli.errors import MissingTable, UnsupportedTable, UsageProblem
 
-SCHEMA_VERSION = 1
 TRIGGER_NAME = "bookwatch_capture"
+TRUNCATE_TRIGGER_NAME = "bookwatch_truncate"
+# wal mode's SECURITY DEFINER halves: they fire right after the two above (name order).
+SEND_TRIGGER_NAME = "bookwatch_capture_send"
+TRUNCATE_SEND_TRIGGER_NAME = "bookwatch_truncate_send"
+_ALL_TRIGGER_NAMES = (TRIGGER_NAME, TRUNCATE_TRIGGER_NAME, SEND_TRIGGER_NAME,
+                      TRUNCATE_SEND_TRIGGER_NAME)
 Statement = sql.SQL | sql.Composed
 DEFAULT_CHANNEL = "booking_changes"
 DEFAULT_TABLES = ("bookings", "guests", "rooms")
@@ -23,61 +31,47 @@ _INSTALL_LOCK = 7236284523806213749  # serializes concurrent installs and remova
 
 
 @dataclass(frozen=True)
-class TriggerConfig:
-    """What a capture trigger does, as encoded in its arguments (see sql/schema.sql)."""
-
-    channel: str
-    durable: bool
-    primary_key: tuple[str, ...]
-    excluded: tuple[str, ...] = ()
-
-    def arguments(self) -> list[str]:
-        return [
-            self.channel,
-            "durable" if self.durable else "volatile",
-            str(len(self.primary_key)),
-            *self.primary_key,
-            *self.excluded,
-        ]
-
-    @classmethod
-    def from_arguments(cls, args: Sequence[str]) -> TriggerConfig:
-        key_count = int(args[2])
-        return cls(
-            channel=args[0],
-            durable=args[1] == "durable",
-            primary_key=tuple(args[3 : 3 + key_count]),
-            excluded=tuple(args[3 + key_count :]),
-        )
-
-
-@dataclass(frozen=True)
 class InstalledTrigger:
     table: TableRef
     enabled: bool
     config: TriggerConfig
+    # The other triggers of the set (truncate, and wal mode's send triggers) are all there.
+    complete: bool = True
 
     def as_json(self) -> dict[str, Any]:
         return {
             "schema": self.table.schema,
             "table": self.table.name,
             "enabled": self.enabled,
-            "durable": self.config.durable,
+            "mode": self.config.mode.value,
             "channel": self.config.channel,
             "primary_key": list(self.config.primary_key),
             "excluded_columns": list(self.config.excluded),
+            "partitioned": self.config.partitioned,
         }
 
 
 @dataclass
 class Plan:
-    """The statements a command would run, and a line per table saying what changes."""
+    """The statements a command would run, and a line per table saying what changes.
+
+    ``create_slot`` runs in the same transaction before ``statements`` (PostgreSQL creates a
+    logical slot only in a transaction that has not written yet) and is dropped again if they
+    fail; ``drop_slot`` runs after the commit (dropping a slot is not transactional).
+    """
 
     statements: list[Statement] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
+    create_slot: str | None = None
+    drop_slot: str | None = None
 
     def render(self, conn: psycopg.Connection[Any]) -> str:
-        return "\n".join(_as_text(statement, conn) for statement in self.statements)
+        statements = list(self.statements)
+        if self.create_slot:
+            statements.insert(0, slot.create_slot_statement(self.create_slot))
+        if self.drop_slot:
+            statements.append(slot.drop_slot_statement(self.drop_slot))
+        return "\n".join(_as_text(statement, conn) for statement in statements)
 
 
 def _as_text(statement: Statement, conn: psycopg.Connection[Any]) -> str:
@@ -88,17 +82,23 @@ def _as_text(statement: Statement, conn: psycopg.Connection[Any]) -> str:
 def check_channel(channel: str) -> str:
     if not channel or len(channel.encode()) > MAX_CHANNEL_BYTES:
         raise UsageProblem(f"--channel must be 1 to {MAX_CHANNEL_BYTES} bytes long.")
+    if any(ord(character) < 32 for character in channel):
+        raise UsageProblem("--channel cannot contain control characters.")
     return channel
 
 
 def installed_triggers(conn: psycopg.Connection[Any]) -> list[InstalledTrigger]:
     rows = conn.execute(sqlfiles.query("installed_triggers")).fetchall()
     found = []
-    for schema, table, enabled, _deferred, nargs, raw_args in rows:
+    for schema, table, enabled, _deferred, nargs, raw_args, others, _partitioned in rows:
         args = [part.decode() for part in bytes(raw_args).split(b"\0")[:nargs]]
-        found.append(
-            InstalledTrigger(TableRef(schema, table), enabled, TriggerConfig.from_arguments(args))
-        )
+        config = TriggerConfig.from_arguments(args)
+        expected = {TRUNCATE_TRIGGER_NAME}
+        if config.mode is Mode.WAL:
+            expected |= {SEND_TRIGGER_NAME, TRUNCATE_SEND_TRIGGER_NAME}
+        found.append(InstalledTrigger(
+            TableRef(schema, table), enabled, config, complete=set(others or ()) == expected
+        ))
     return found
 
 
@@ -109,8 +109,35 @@ def _lookup(conn: psycopg.Connection[Any], table: TableRef) -> tuple[int, str] |
     return (int(row[0]), str(row[1])) if row else None
 
 
-def _columns(conn: psycopg.Connection[Any], query: str, oid: int) -> tuple[str, ...]:
-    return tuple(row[0] for row in conn.execute(sqlfiles.query(query), {"oid": oid}))
+def _config_for(
+    conn: psycopg.Connection[Any], table: TableRef, channel: str, mode: Mode,
+    excluded: Sequence[str],
+) -> TriggerConfig | None:
+    """Validate one table and describe its trigger: None when there is no such table; raises
+    for a table that cannot be watched."""
+    found = _lookup(conn, table)
+    if found is None:
+        return None
+    oid, kind = found
+    if kind not in ("r", "p"):
+        raise UnsupportedTable(f"{table} is not a table (it cannot carry row triggers).")
+    key = tuple(row[0] for row in conn.execute(
+        sqlfiles.query("primary_key_columns"), {"oid": oid}))
+    if not key:
+        raise UnsupportedTable(
+            f"Table {table} has no primary key.",
+            hint="Events identify rows by primary key; add one, then install again.",
+        )
+    columns = {str(row[0]): int(row[1]) for row in conn.execute(
+        sqlfiles.query("table_columns"), {"oid": oid})}
+    bad = [column for column in excluded if column not in columns]
+    if bad:
+        raise MissingTable(f"Table {table} has no column {', '.join(bad)}.")
+    names = tuple(dict.fromkeys(excluded))
+    return TriggerConfig(
+        channel=channel, mode=mode, primary_key=key, excluded=names,
+        excluded_attnums=tuple(columns[name] for name in names), partitioned=kind == "p",
+    )
 
 
 def plan_install(
@@ -118,83 +145,131 @@ def plan_install(
     tables: Sequence[TableRef],
     *,
     channel: str,
-    durable: bool,
     excluded: dict[TableRef, list[str]],
+    mode: str = "auto",
+    durable: bool | None = None,
+    retention: str | None = None,
 ) -> Plan:
-    """Validate every table first (nothing is planned unless all are fine), then plan."""
+    """Validate every table first (nothing is planned unless all are fine), then plan.
+
+    ``durable`` is the older spelling: True means ``mode="auto"``, False ``mode="notify"``.
+    ``retention`` is interval text (``retention.to_interval``) to store; None keeps it.
+    """
+    if durable is not None:
+        mode = "auto" if durable else "notify"
     check_channel(channel)
     unknown = [str(table) for table in excluded if table not in tables]
     if unknown:
         raise UsageProblem(
             f"--exclude-column names a table that is not being installed: {', '.join(unknown)}."
         )
+    chosen, reason = modes.resolve(conn, mode)
     wanted: dict[TableRef, TriggerConfig] = {}
     missing = []
     for table in tables:
-        found = _lookup(conn, table)
-        if found is None:
+        config = _config_for(conn, table, channel, chosen, excluded.get(table, []))
+        if config is None:
             missing.append(str(table))
-            continue
-        oid, kind = found
-        if kind not in ("r", "p"):
-            raise UnsupportedTable(f"{table} is not a table (it cannot carry row triggers).")
-        key = _columns(conn, "primary_key_columns", oid)
-        if not key:
-            raise UnsupportedTable(
-                f"Table {table} has no primary key.",
-                hint="Events identify rows by primary key; add one, then install again.",
-            )
-        columns = _columns(conn, "table_columns", oid)
-        bad = [column for column in excluded.get(table, []) if column not in columns]
-        if bad:
-            raise MissingTable(f"Table {table} has no column {', '.join(bad)}.")
-        wanted[table] = TriggerConfig(
-            channel, durable, key, tuple(dict.fromkeys(excluded.get(table, [])))
-        )
+        else:
+            wanted[table] = config
     if missing:
         raise MissingTable(
             f"Table not found: {', '.join(missing)}. Nothing was installed.",
             hint="Names are matched exactly; qualify them (sales.bookings) or use --schema.",
         )
 
+    plan = Plan(actions=[f"capture mode: {reason}"] if mode == "auto" else [])
+    upgrade, upgrade_actions = migrations.plan(conn)
+    plan.statements.extend(upgrade)
+    plan.actions.extend(upgrade_actions)
+    plan.statements.append(sql.SQL(sqlfiles.script("capture").strip()))
+    if retention is not None:
+        plan.statements.append(durations.store_statement(retention))
+        plan.actions.append(f"change log retention: {retention}")
+
     current = {trigger.table: trigger for trigger in installed_triggers(conn)}
-    plan = Plan(statements=[sql.SQL(sqlfiles.script("schema").strip())])
+    final_modes = {table: trigger.config.mode for table, trigger in current.items()}
+    for table, old in current.items():
+        if old.config.legacy and table not in wanted:
+            # A schema version 1 trigger: same behaviour, rewritten for the new function.
+            converted = _config_for(conn, table, old.config.channel, old.config.mode,
+                                    old.config.excluded)
+            assert converted is not None  # the trigger is on it, so the table exists
+            plan.statements.extend(_replace_triggers(table, converted))
+            plan.actions.append(f"{table}: upgraded ({converted.mode.value} mode kept)")
     for table, config in wanted.items():
+        final_modes[table] = config.mode
         existing = current.get(table)
-        if existing is not None and existing.enabled and existing.config == config:
+        if (existing is not None and existing.enabled and existing.complete
+                and existing.config == config):
             plan.actions.append(f"{table}: already installed")
             continue
-        if existing is not None:
-            plan.statements.append(_drop_trigger(table))
-        plan.statements.append(_create_trigger(table, config))
-        mode = "durable" if durable else "not durable"
+        plan.statements.extend(_replace_triggers(table, config))
         verb = "updated" if existing is not None else "installed"
-        plan.actions.append(f"{table}: {verb} (channel {channel}, {mode})")
+        plan.actions.append(f"{table}: {verb} (channel {channel}, {config.mode.value} mode)")
+
+    if Mode.WAL in final_modes.values():
+        publication = slot.publication_name(conn)
+        if not slot.publication_exists(conn, publication):
+            plan.statements.append(slot.create_publication_statement(publication))
+        name = slot.slot_name(conn)
+        if not slot.slot_exists(conn, name):
+            plan.create_slot = name
+            plan.actions.append(f"relay slot {name}: created (pgoutput)")
     return plan
 
 
-def _drop_trigger(table: TableRef) -> sql.Composed:
+def _replace_triggers(table: TableRef, config: TriggerConfig) -> list[Statement]:
+    return [*_drop_triggers(table), *_create_triggers(table, config)]
+
+
+def _drop_triggers(table: TableRef) -> list[Statement]:
+    return [_drop_trigger(table, name) for name in _ALL_TRIGGER_NAMES]
+
+
+def _drop_trigger(table: TableRef, name: str) -> sql.Composed:
     return sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
-        sql.Identifier(TRIGGER_NAME), table.identifier()
+        sql.Identifier(name), table.identifier()
     )
 
 
-def _create_trigger(table: TableRef, config: TriggerConfig) -> sql.Composed:
-    # Durable capture is a deferred constraint trigger: it runs at commit, where the seq is
-    # drawn in commit order. Without the log, a plain row trigger is enough (NOTIFY itself is
-    # delivered at commit, in commit order).
-    template = (
+def _create_triggers(table: TableRef, config: TriggerConfig) -> list[Statement]:
+    # log mode numbers events at commit, so its row trigger is a deferred constraint trigger.
+    # wal and notify need no such thing: WAL messages and NOTIFYs are both delivered at commit,
+    # in commit order.
+    row_template = (
         "CREATE CONSTRAINT TRIGGER {name} AFTER INSERT OR UPDATE OR DELETE ON {table}"
         " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bookwatch.capture({args})"
-        if config.durable
+        if config.mode is Mode.LOG
         else "CREATE TRIGGER {name} AFTER INSERT OR UPDATE OR DELETE ON {table}"
         " FOR EACH ROW EXECUTE FUNCTION bookwatch.capture({args})"
     )
-    return sql.SQL(template).format(
-        name=sql.Identifier(TRIGGER_NAME),
-        table=table.identifier(),
-        args=sql.SQL(", ").join(sql.Literal(arg) for arg in config.arguments()),
-    )
+    args = sql.SQL(", ").join(sql.Literal(arg) for arg in config.arguments())
+    truncate_template = ("CREATE TRIGGER {name} AFTER TRUNCATE ON {table}"
+                         " FOR EACH STATEMENT EXECUTE FUNCTION bookwatch.{function}({args})")
+    statements: list[Statement] = [
+        sql.SQL(row_template).format(
+            name=sql.Identifier(TRIGGER_NAME), table=table.identifier(), args=args
+        ),
+        sql.SQL(truncate_template).format(
+            name=sql.Identifier(TRUNCATE_TRIGGER_NAME), table=table.identifier(),
+            function=sql.Identifier("capture"), args=args,
+        ),
+    ]
+    if config.mode is Mode.WAL:
+        channel = sql.Literal(config.channel)
+        statements += [
+            sql.SQL(
+                "CREATE TRIGGER {name} AFTER INSERT OR UPDATE OR DELETE ON {table}"
+                " FOR EACH ROW EXECUTE FUNCTION bookwatch.send_wal({channel})"
+            ).format(name=sql.Identifier(SEND_TRIGGER_NAME), table=table.identifier(),
+                     channel=channel),
+            sql.SQL(truncate_template).format(
+                name=sql.Identifier(TRUNCATE_SEND_TRIGGER_NAME), table=table.identifier(),
+                function=sql.Identifier("send_wal"), args=channel,
+            ),
+        ]
+    return statements
 
 
 def plan_remove(
@@ -204,7 +279,7 @@ def plan_remove(
     chosen = [t for t in current if tables is None or t.table in tables]
     plan = Plan()
     for trigger in chosen:
-        plan.statements.append(_drop_trigger(trigger.table))
+        plan.statements.extend(_drop_triggers(trigger.table))
         plan.actions.append(f"{trigger.table}: removed")
     for table in tables or ():
         if all(t.table != table for t in chosen):
@@ -223,7 +298,22 @@ def plan_remove(
     elif not remaining and _capture_function_exists(conn):
         plan.statements.append(sql.SQL("DROP FUNCTION IF EXISTS bookwatch.capture()"))
         plan.actions.append("capture function: dropped (no trigger uses it); change log kept")
+    if drop_log or all(t.config.mode is not Mode.WAL for t in remaining):
+        _plan_relay_slot_drop(conn, plan, because="--drop-log" if drop_log
+                              else "no table is captured in wal mode any more")
     return plan
+
+
+def _plan_relay_slot_drop(conn: psycopg.Connection[Any], plan: Plan, *, because: str) -> None:
+    publication = slot.publication_name(conn)
+    if slot.publication_exists(conn, publication):
+        plan.statements.append(slot.drop_publication_statement(publication))
+    name = slot.slot_name(conn)
+    if slot.slot_exists(conn, name):
+        plan.drop_slot = name
+        waiting = slot.waiting_events(conn, name)
+        lost = f"; {waiting} events not yet relayed go with it" if waiting else ""
+        plan.actions.append(f"relay slot {name}: dropped ({because}){lost}")
 
 
 def take_install_lock(conn: psycopg.Connection[Any]) -> None:
@@ -243,9 +333,9 @@ def plan_scratch_drop(
     conn: psycopg.Connection[Any], schema: str, channel: str, *, created_log: bool
 ) -> Plan:
     """Remove what a scratch run (simulate, bench) left: its schema (tables and triggers go
-    with it), its channel's log rows, and schema ``bookwatch`` itself when the run created
-    it and nobody else has used it since. Run it through ``run`` so a concurrent install is
-    never undone."""
+    with it), its channel's log rows, schema ``bookwatch`` itself when the run created it and
+    nobody else has used it since, and the relay slot when no wal-mode table remains. Run it
+    through ``run`` so a concurrent install is never undone."""
     plan = Plan(statements=[
         sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
     ])
@@ -263,6 +353,8 @@ def plan_scratch_drop(
                 sql.Literal(channel)
             )
         )
+    if all(t.config.mode is not Mode.WAL for t in others):
+        _plan_relay_slot_drop(conn, plan, because="no table is captured in wal mode any more")
     return plan
 
 
@@ -277,53 +369,52 @@ def run(
     """Plan and apply in one transaction under the install lock: all of it or nothing.
 
     Planning inside the lock means two installers never act on the same stale view. A dry
-    run plans the same way and rolls back.
+    run plans the same way and rolls back. A relay slot the plan needs is created first
+    (see ``slot.create_slot``) and dropped again when the rest fails; one the plan removes
+    goes after the commit (dropping a slot is not transactional).
     """
-    with conn.transaction(force_rollback=dry_run):
-        take_install_lock(conn)
-        plan = make_plan()
+    made: tuple[bool, bool] = (False, False)
+    name = None
+    try:
         if not dry_run:
-            for statement in plan.statements:
-                conn.execute(statement)
+            with conn.transaction():
+                take_install_lock(conn)
+                name = make_plan().create_slot
+            if name is not None:
+                made = slot.create_slot(conn, name)
+        with conn.transaction(force_rollback=dry_run):
+            take_install_lock(conn)
+            plan = make_plan()
+            if made[1]:
+                plan.actions.append(f"relay slot {name}: created (pgoutput)")
+            if not dry_run:
+                for statement in plan.statements:
+                    conn.execute(statement)
+    except BaseException:
+        if name is not None and any(made):
+            with contextlib.suppress(psycopg.Error):
+                slot.undo_create(conn, name, made)
+        raise
+    if plan.drop_slot and not dry_run:
+        slot.drop_slot(conn, plan.drop_slot)
     return plan
 
 
-@dataclass
-class Status:
-    schema_version: int | None
-    triggers: list[InstalledTrigger]
-    log_rows: int | None
-    log_min_seq: int | None
-    log_max_seq: int | None
-    queue_usage: float
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "tables": [trigger.as_json() for trigger in self.triggers],
-            "change_log": None
-            if self.log_rows is None
-            else {"rows": self.log_rows, "min_seq": self.log_min_seq, "max_seq": self.log_max_seq},
-            "notification_queue_usage": self.queue_usage,
-        }
-
-
-def status(conn: psycopg.Connection[Any]) -> Status:
-    has_schema = log_schema_exists(conn)
-    version = rows = low = high = None
-    if has_schema:
-        found = conn.execute(sqlfiles.query("schema_version")).fetchone()
-        version = int(found[0]) if found else None
-        rows, low, high = conn.execute(sqlfiles.query("log_summary")).fetchone() or (0, None, None)
-    usage_row = conn.execute(sqlfiles.query("notification_queue_usage")).fetchone()
-    return Status(
-        schema_version=version,
-        triggers=installed_triggers(conn),
-        log_rows=rows,
-        log_min_seq=low,
-        log_max_seq=high,
-        queue_usage=float(usage_row[0]) if usage_row else 0.0,
-    )
+@contextlib.contextmanager
+def relay_slot_for(conn: psycopg.Connection[Any], requested_mode: str) -> Iterator[None]:
+    """For callers that write before ``plan_install`` runs (init-demo): create the relay slot
+    first when the mode will be wal (see ``slot.create_slot``), and drop it again if the
+    block fails."""
+    with conn.transaction():
+        chosen = modes.resolve(conn, requested_mode)[0]
+        name = slot.slot_name(conn)
+    made = slot.create_slot(conn, name) if chosen is Mode.WAL else (False, False)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):
+            slot.undo_create(conn, name, made)
+        raise
 
 
 def parse_exclusions(

@@ -154,12 +154,14 @@ def fill(conn: psycopg.Connection[Any], schema: str) -> dict[str, int]:
 
 
 def init(
-    conn: psycopg.Connection[Any], schema: str, *, reset: bool, channel: str
+    conn: psycopg.Connection[Any], schema: str, *, reset: bool, channel: str,
+    mode: str = "auto",
 ) -> tuple[dict[str, int], triggers.Plan]:
-    """Create (or with ``reset`` recreate) and fill the demo tables, then install the triggers,
-    all in one transaction. Returns the rows inserted per table and the trigger plan."""
+    """Create (or with ``reset`` recreate) and fill the demo tables, then install the triggers
+    in capture ``mode``, all in one transaction. Returns the rows inserted per table and the
+    trigger plan."""
     triggers.check_channel(channel)
-    with conn.transaction():
+    with triggers.relay_slot_for(conn, mode), conn.transaction():
         triggers.take_install_lock(conn)
         present = existing(conn, schema)
         if reset:
@@ -177,7 +179,7 @@ def init(
             )
         inserted = fill(conn, schema)
         plan = triggers.plan_install(
-            conn, table_refs(schema), channel=channel, durable=True, excluded={}
+            conn, table_refs(schema), channel=channel, mode=mode, excluded={}
         )
         for statement in plan.statements:
             conn.execute(statement)
