@@ -167,11 +167,17 @@ def _tables(values: list[str] | None, schema: str, defaults: tuple[str, ...]) ->
 
 
 def _print_plan(plan: triggers.Plan, conn: psycopg.Connection[Any], dry_run: bool) -> None:
-    if dry_run:
+    if not dry_run:
+        for action in plan.actions:
+            note(action)
+        return
+    for action in plan.would:
+        note(action)
+    if plan.changes_anything:
         sys.stdout.write(plan.render(conn) + "\n")
         note("dry run: nothing was changed")
-    for action in plan.actions:
-        note(action)
+    else:
+        note("dry run: nothing would change")
 
 
 # -- callback ----------------------------------------------------------------------------------

@@ -75,6 +75,20 @@ def test_dry_run_prints_sql_and_changes_nothing(bookwatch, dsn, seed_tables):
     assert len(trigger_rows(seed_tables)) == 3 and has_schema(seed_tables)
 
 
+def test_dry_run_speaks_in_the_conditional_and_prints_only_changes(bookwatch, dsn, seed_tables):
+    planned = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", "--dry-run")
+    assert "public.bookings: would be installed" in planned.stderr
+    assert "public.bookings: installed" not in planned.stderr
+    bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings")
+    again = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", "--dry-run")
+    assert again.exit_code == 0, again.stderr
+    assert "public.bookings: already installed" in again.stderr
+    assert "nothing would change" in again.stderr and again.stdout == ""
+    removal = bookwatch("remove-triggers", "--dsn", dsn, "--dry-run")
+    assert "public.bookings: would be removed" in removal.stderr
+    assert "DROP TRIGGER" in removal.stdout and len(trigger_rows(seed_tables)) == 1
+
+
 def test_missing_table_installs_nothing(bookwatch, dsn, seed_tables):
     result = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", "-t", "nope")
     assert result.exit_code == 1
@@ -370,3 +384,24 @@ def test_init_demo_in_wal_mode(bookwatch, logical_db):
     status = json.loads(bookwatch("status", "--json", "--dsn", logical_db).stdout)
     assert {table["mode"] for table in status["tables"]} == {"wal"}
     assert status["relay"]["exists"] is True
+
+
+def test_status_names_a_killed_runs_scratch_schema_apart_from_the_users_tables(
+    bookwatch, dsn, seed_tables
+):
+    from pgwatch_cli.scratch import SIMULATE_PREFIX
+
+    leftover = SIMULATE_PREFIX + "deadbeef"
+    seed_tables.execute(f'CREATE SCHEMA "{leftover}"')
+    seed_tables.execute(f'CREATE TABLE "{leftover}".bookings (id int PRIMARY KEY, x text)')
+    seed_tables.commit()
+    installed = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings",
+                          "-t", f"{leftover}.bookings")
+    assert installed.exit_code == 0, installed.stderr
+    report = json.loads(bookwatch("status", "--json", "--dsn", dsn).stdout)
+    assert [(t["schema"], t["table"]) for t in report["tables"]] == [("public", "bookings")]
+    [orphan] = report["orphans"]
+    assert (orphan["schema"], orphan["command"]) == (leftover, "simulate")
+    assert orphan["triggers"] >= 1
+    text = bookwatch("status", "--dsn", dsn)
+    assert f'DROP SCHEMA "{leftover}" CASCADE' in text.stderr

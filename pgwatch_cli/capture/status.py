@@ -10,6 +10,7 @@ import psycopg
 from pgwatch_cli.capture import migrations, prune, slot, sqlfiles
 from pgwatch_cli.capture.config import Mode
 from pgwatch_cli.capture.triggers import InstalledTrigger, installed_triggers
+from pgwatch_cli.scratch import Orphan, find_orphans
 
 SLOT_WARN_BYTES = 1 << 30
 WAITING_COUNT_LIMIT = 100_000  # decoding more than this to count is not worth a status call
@@ -55,6 +56,7 @@ class Status:
     log: LogState | None
     relay: RelayState | None
     queue_usage: float
+    orphans: list[Orphan] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -65,6 +67,10 @@ class Status:
             "change_log": None if self.log is None else self.log.as_json(),
             "relay": None if self.relay is None else self.relay.as_json(),
             "notification_queue_usage": self.queue_usage,
+            "orphans": [
+                {"schema": o.schema, "command": o.command, "triggers": o.triggers}
+                for o in self.orphans
+            ],
             "warnings": self.warnings,
         }
 
@@ -72,13 +78,16 @@ class Status:
 def status(conn: psycopg.Connection[Any]) -> Status:
     version = migrations.installed_version(conn)
     known = migrations.current_version()
-    found = installed_triggers(conn)
+    orphans = find_orphans(conn)
+    # A killed simulate/bench run's scratch tables are not the user's: named apart, below.
+    left_behind = {orphan.schema for orphan in orphans}
+    found = [t for t in installed_triggers(conn) if t.table.schema not in left_behind]
     log = _log_state(conn) if version is not None and version >= 1 else None
     relay = _relay_state(conn, found)
     usage_row = conn.execute(sqlfiles.query("notification_queue_usage")).fetchone()
     current = Status(
         schema_version=version, known_schema_version=known, triggers=found, log=log,
-        relay=relay, queue_usage=float(usage_row[0]) if usage_row else 0.0,
+        relay=relay, queue_usage=float(usage_row[0]) if usage_row else 0.0, orphans=orphans,
     )
     current.warnings = _warnings(current)
     return current
@@ -115,7 +124,11 @@ def _relay_state(
 
 
 def _warnings(current: Status) -> list[str]:
-    warnings = []
+    warnings = [
+        f"{orphan.describe()}; the next 'bookwatch {orphan.command}' removes it, or run: "
+        f"{orphan.removal}"
+        for orphan in current.orphans
+    ]
     if current.schema_version is not None:
         if current.schema_version < current.known_schema_version:
             warnings.append(

@@ -62,8 +62,25 @@ class Plan:
 
     statements: list[Statement] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
+    would: list[str] = field(default_factory=list)
     create_slot: str | None = None
     drop_slot: str | None = None
+
+    @property
+    def changes_anything(self) -> bool:
+        """Whether applying it would change something (re-applying capture.sql alone does not)."""
+        return any(done != conditional for done, conditional in zip(self.actions, self.would,
+                                                                    strict=True))
+
+    def note(self, text: str) -> None:
+        """A line that reads the same whether the plan runs or is only shown (--dry-run)."""
+        self.actions.append(text)
+        self.would.append(text)
+
+    def change(self, done: str, would: str) -> None:
+        """A change, said as done after a run and in the conditional for --dry-run."""
+        self.actions.append(done)
+        self.would.append(would)
 
     def render(self, conn: psycopg.Connection[Any]) -> str:
         statements = list(self.statements)
@@ -178,14 +195,18 @@ def plan_install(
             hint="Names are matched exactly; qualify them (sales.bookings) or use --schema.",
         )
 
-    plan = Plan(actions=[f"capture mode: {reason}"] if mode == "auto" else [])
+    plan = Plan()
+    if mode == "auto":
+        plan.note(f"capture mode: {reason}")
     upgrade, upgrade_actions = migrations.plan(conn)
     plan.statements.extend(upgrade)
-    plan.actions.extend(upgrade_actions)
+    for action in upgrade_actions:
+        plan.change(action, action.replace(" applied", " would be applied"))
     plan.statements.append(sql.SQL(sqlfiles.script("capture").strip()))
     if retention is not None:
         plan.statements.append(durations.store_statement(retention))
-        plan.actions.append(f"change log retention: {retention}")
+        plan.change(f"change log retention: {retention}",
+                    f"change log retention: would be set to {retention}")
 
     current = {trigger.table: trigger for trigger in installed_triggers(conn)}
     final_modes = {table: trigger.config.mode for table, trigger in current.items()}
@@ -196,17 +217,19 @@ def plan_install(
                                     old.config.excluded)
             assert converted is not None  # the trigger is on it, so the table exists
             plan.statements.extend(_replace_triggers(table, converted))
-            plan.actions.append(f"{table}: upgraded ({converted.mode.value} mode kept)")
+            plan.change(f"{table}: upgraded ({converted.mode.value} mode kept)",
+                        f"{table}: would be upgraded ({converted.mode.value} mode kept)")
     for table, config in wanted.items():
         final_modes[table] = config.mode
         existing = current.get(table)
         if (existing is not None and existing.enabled and existing.complete
                 and existing.config == config):
-            plan.actions.append(f"{table}: already installed")
+            plan.note(f"{table}: already installed")
             continue
         plan.statements.extend(_replace_triggers(table, config))
         verb = "updated" if existing is not None else "installed"
-        plan.actions.append(f"{table}: {verb} (channel {channel}, {config.mode.value} mode)")
+        detail = f"(channel {channel}, {config.mode.value} mode)"
+        plan.change(f"{table}: {verb} {detail}", f"{table}: would be {verb} {detail}")
 
     if Mode.WAL in final_modes.values():
         publication = slot.publication_name(conn)
@@ -215,7 +238,8 @@ def plan_install(
         name = slot.slot_name(conn)
         if not slot.slot_exists(conn, name):
             plan.create_slot = name
-            plan.actions.append(f"relay slot {name}: created (pgoutput)")
+            plan.change(f"relay slot {name}: created (pgoutput)",
+                        f"relay slot {name}: would be created (pgoutput)")
     return plan
 
 
@@ -280,10 +304,10 @@ def plan_remove(
     plan = Plan()
     for trigger in chosen:
         plan.statements.extend(_drop_triggers(trigger.table))
-        plan.actions.append(f"{trigger.table}: removed")
+        plan.change(f"{trigger.table}: removed", f"{trigger.table}: would be removed")
     for table in tables or ():
         if all(t.table != table for t in chosen):
-            plan.actions.append(f"{table}: not installed, nothing to do")
+            plan.note(f"{table}: not installed, nothing to do")
     remaining = [t for t in current if t not in chosen]
     if drop_log:
         if remaining:
@@ -294,10 +318,12 @@ def plan_remove(
             )
         if log_schema_exists(conn):
             plan.statements.append(sql.SQL("DROP SCHEMA bookwatch CASCADE"))
-            plan.actions.append("schema bookwatch (change log included): dropped")
+            plan.change("schema bookwatch (change log included): dropped",
+                        "schema bookwatch (change log included): would be dropped")
     elif not remaining and _capture_function_exists(conn):
         plan.statements.append(sql.SQL("DROP FUNCTION IF EXISTS bookwatch.capture()"))
-        plan.actions.append("capture function: dropped (no trigger uses it); change log kept")
+        plan.change("capture function: dropped (no trigger uses it); change log kept",
+                    "capture function: would be dropped (no trigger uses it); change log kept")
     if drop_log or all(t.config.mode is not Mode.WAL for t in remaining):
         _plan_relay_slot_drop(conn, plan, because="--drop-log" if drop_log
                               else "no table is captured in wal mode any more")
@@ -313,7 +339,8 @@ def _plan_relay_slot_drop(conn: psycopg.Connection[Any], plan: Plan, *, because:
         plan.drop_slot = name
         waiting = slot.waiting_events(conn, name)
         lost = f"; {waiting} events not yet relayed go with it" if waiting else ""
-        plan.actions.append(f"relay slot {name}: dropped ({because}){lost}")
+        plan.change(f"relay slot {name}: dropped ({because}){lost}",
+                    f"relay slot {name}: would be dropped ({because}){lost}")
 
 
 def take_install_lock(conn: psycopg.Connection[Any]) -> None:
@@ -386,7 +413,8 @@ def run(
             take_install_lock(conn)
             plan = make_plan()
             if made[1]:
-                plan.actions.append(f"relay slot {name}: created (pgoutput)")
+                plan.change(f"relay slot {name}: created (pgoutput)",
+                            f"relay slot {name}: would be created (pgoutput)")
             if not dry_run:
                 for statement in plan.statements:
                     conn.execute(statement)
