@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgwatch_cli.stats import nearest_rank
 from pgwatch_cli.stream.listener import ChangeStream
 
 CHANNEL = "bench_ingest"
@@ -226,10 +227,8 @@ def delay_run(dsn: str, rate: float, seconds: float, first_seq: int) -> dict[str
 
 
 def percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+    """Nearest rank, as every bookwatch report computes it (pgwatch_cli.stats)."""
+    return nearest_rank(sorted(values), pct / 100) if values else float("nan")
 
 
 # -- scratch database and main ------------------------------------------------------------------

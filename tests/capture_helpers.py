@@ -17,8 +17,9 @@ from psycopg import sql
 
 from pgwatch_cli.capture import sqlfiles, triggers
 from pgwatch_cli.capture.tables import TableRef
+from pgwatch_cli.defaults import DEFAULT_CHANNEL
 
-CHANNEL = triggers.DEFAULT_CHANNEL
+CHANNEL = DEFAULT_CHANNEL
 
 
 def install(

@@ -24,8 +24,6 @@ TRUNCATE_SEND_TRIGGER_NAME = "bookwatch_truncate_send"
 _ALL_TRIGGER_NAMES = (TRIGGER_NAME, TRUNCATE_TRIGGER_NAME, SEND_TRIGGER_NAME,
                       TRUNCATE_SEND_TRIGGER_NAME)
 Statement = sql.SQL | sql.Composed
-DEFAULT_CHANNEL = "booking_changes"
-DEFAULT_TABLES = ("bookings", "guests", "rooms")
 MAX_CHANNEL_BYTES = 63  # NAMEDATALEN - 1: LISTEN truncates longer names, pg_notify refuses them
 _INSTALL_LOCK = 7236284523806213749  # serializes concurrent installs and removals
 

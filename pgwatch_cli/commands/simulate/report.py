@@ -8,6 +8,7 @@ from typing import Any
 from pgwatch_cli.commands.simulate.seed import ANNA, BEN, BOOKING_ID, Edits, SeedRun
 from pgwatch_cli.commands.simulate.storm import Tally, Workload
 from pgwatch_cli.commands.simulate.strategies import DESCRIPTIONS
+from pgwatch_cli.stats import Summary
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,8 @@ def _ms(value: float | None) -> float | None:
 
 
 def percentiles(values: list[float]) -> dict[str, float] | None:
-    """p50/p90/p99/max by nearest rank, or None without values."""
-    if not values:
+    """p50/p90/p99/max by nearest rank (``pgwatch_cli.stats``), or None without values."""
+    summary = Summary.of(values)
+    if summary is None:
         return None
-    ordered = sorted(values)
-
-    def rank(p: float) -> float:
-        index = max(0, min(len(ordered) - 1, -(-len(ordered) * p // 100) - 1))
-        return ordered[int(index)]
-
-    return {"p50": rank(50), "p90": rank(90), "p99": rank(99), "max": ordered[-1]}
+    return {"p50": summary.p50, "p90": summary.p90, "p99": summary.p99, "max": summary.max}
