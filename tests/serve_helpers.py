@@ -1,6 +1,6 @@
 """Helpers for the ``serve`` tests: the server in a thread, SSE readers, demo tables, writes.
 
-The server runs for real (uvicorn on a free port) and is read over real sockets with httpx
+The server runs for real (aiohttp on a free port) and is read over real sockets with httpx
 and httpx-sse: ``httpx.ASGITransport`` would hang on an endless stream.
 """
 

@@ -318,7 +318,7 @@ def test_a_client_that_does_not_read_is_cut_and_does_not_delay_the_others(
     demo_dsn: str, postgresql: psycopg.Connection[Any]
 ) -> None:
     batches, rows = 6, 200
-    with running_server(demo_dsn, client_buffer=50) as server:
+    with running_server(demo_dsn, client_buffer=64 * 1024) as server:
         stuck = _stuck_client(server.url)
         with SseReader(server.url) as fast:
             deadline = time.monotonic() + 10
