@@ -173,6 +173,9 @@ def samples(relay: Relay) -> list[metrics.Sample]:
                "Full garbage collections since start.", gc_stats.gen2_collections),
         sample("bookwatch_gc_pause_max_seconds", "gauge",
                "Longest garbage-collection pause since start.", gc_stats.longest_pause_s),
+        sample("bookwatch_gc_long_pauses_total", "counter",
+               "Garbage collections that paused the server 50 ms or more.",
+               gc_stats.long_pauses),
         sample("bookwatch_worker", "gauge",
                "Which --workers process answered (0-based).", relay.worker.index),
     ]

@@ -37,13 +37,16 @@ Bucket = dict["Client", None]
 class Client:
     """One open ``/events`` stream, as the fan-out sees it."""
 
-    __slots__ = ("_done", "_fanout", "_transport", "ended", "exact", "filters", "keys",
-                 "pending", "pending_bytes")
+    __slots__ = ("_buffered", "_done", "_fanout", "_transport", "_write", "ended", "exact",
+                 "filters", "keys", "pending", "pending_bytes")
 
     def __init__(self, fanout: Fanout, transport: asyncio.Transport, filters: Filters, *,
                  catching_up: bool, done: asyncio.Future[str]) -> None:
         self._fanout = fanout
         self._transport = transport
+        # Bound once: the fan-out calls these for every client and event.
+        self._write = transport.write
+        self._buffered = transport.get_write_buffer_size
         self._done = done
         self.filters = filters
         self.keys, self.exact = _index_keys(filters)
@@ -237,12 +240,12 @@ class Fanout:
                 if client.pending is not None:
                     self._hold(client, event.seq, frame)
                     continue
-                transport = client._transport
-                # The hot loop: one buffer check and one write per client.
-                if transport.get_write_buffer_size() + size > limit or transport.is_closing():
+                # The hot loop: one buffer check and one write per client. A closed
+                # connection is removed by its handler (aiohttp cancels it at once).
+                if client._buffered() + size > limit:
                     troubled.append(client)
                     continue
-                transport.write(data)
+                client._write(data)
                 written += 1
         self.counters.events_relayed += written
         self._settle(troubled)
@@ -272,11 +275,10 @@ class Fanout:
             data = shared.get(key)
             if data is None:
                 data = shared[key] = sse.chunk(b"".join(chosen))
-            transport = client._transport
-            if transport.get_write_buffer_size() + len(data) > limit or transport.is_closing():
+            if client._buffered() + len(data) > limit:
                 troubled.append(client)
                 continue
-            transport.write(data)
+            client._write(data)
             written += len(chosen)
         self.counters.events_relayed += written
         self._settle(troubled)

@@ -19,13 +19,17 @@ from typing import Any
 # runs a young collection every few hundred allocations; each event's parse allocates about
 # that many, so collections ran in every pass and promoted the event's objects to older
 # generations for nothing.
-THRESHOLDS = (20_000, 20, 20)
+THRESHOLDS = (10_000, 2, 10)
+
+
+LONG_PAUSE_S = 0.05
 
 
 @dataclass
 class GcStats:
     gen2_collections: int = 0
     longest_pause_s: float = 0.0
+    long_pauses: int = 0  # collections that took LONG_PAUSE_S or more
     _started: float = 0.0
 
     def callback(self, phase: str, info: dict[str, Any]) -> None:
@@ -34,6 +38,8 @@ class GcStats:
             return
         pause = time.perf_counter() - self._started
         self.longest_pause_s = max(self.longest_pause_s, pause)
+        if pause >= LONG_PAUSE_S:
+            self.long_pauses += 1
         if info.get("generation") == 2:
             self.gen2_collections += 1
 
