@@ -8,6 +8,7 @@ import hmac
 from aiohttp import web
 from starlette.types import ASGIApp
 
+from pgwatch_cli.commands.serve import logs
 from pgwatch_cli.commands.serve.app import AppSettings, BadRequest, cors_options, stream_request
 from pgwatch_cli.commands.serve.asgi_bridge import AsgiBridge
 from pgwatch_cli.commands.serve.security import host_allowed
@@ -55,6 +56,7 @@ class Front:
             return bad_request(str(exc), cors)
         if request.method == "HEAD":
             return web.Response(content_type="text/event-stream", headers=cors)
+        logs.stream_opened(request)
         return await self.relay.open(request, wanted, cors)
 
     def _authorized(self, request: web.BaseRequest) -> bool:

@@ -46,6 +46,16 @@ class AccessLogger(AbstractAccessLogger):
                          response.body_length, time)
 
 
+def stream_opened(request: BaseRequest) -> None:
+    """Streams are logged when they open (aiohttp logs a request when it ends: for a stream
+    that may be hours later, or never when the client goes away)."""
+    access = logging.getLogger("aiohttp.access")
+    if access.isEnabledFor(logging.INFO):
+        line = f"{request.method} {request.path_qs} HTTP/{request.version.major}." \
+               f"{request.version.minor}"
+        access.info('%s "%s" 200 stream opened', request.remote or "-", redact(line))
+
+
 def configure(debug: bool) -> logging.Logger:
     """aiohttp's loggers write to stderr through the redacting filter; access lines only with
     ``debug``. Returns the access logger."""

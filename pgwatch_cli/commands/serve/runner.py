@@ -237,6 +237,8 @@ async def serve_on(
             front = Front(relay, settings, create_app(relay, settings), options.host)
             server = web.Server(
                 front, handler_cancellation=True, keepalive_timeout=HEADER_TIMEOUT_S,
+                # A refused body (413) is not read to its end: the connection is closed.
+                lingering_time=0,
                 access_log=access_log if debug else None, access_log_class=logs.AccessLogger,
             )
             runner = web.ServerRunner(server, shutdown_timeout=GRACEFUL_SHUTDOWN_S)
