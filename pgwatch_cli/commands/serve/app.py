@@ -3,6 +3,7 @@ the demo), as a Starlette app; and the parsing of ``GET /events``'s parameters."
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,15 +44,22 @@ class Query(Protocol):
     def get(self, key: str) -> str | None: ...
 
 
+@functools.lru_cache(maxsize=4096)
+def shared_filters(tables: tuple[str, ...], actions: tuple[str, ...], ids: tuple[str, ...],
+                   actors: tuple[str, ...]) -> Filters:
+    """One Filters object for every stream that asked for the same: thousands of streams with
+    the same query hold one, not thousands (about 1 KB each)."""
+    return Filters.of(tables, actions, ids, actors)
+
+
 def stream_request(query: Query, last_event_id: str | None) -> StreamRequest:
     """Parse ``GET /events``'s filters, resume point and presence parameters."""
     actions = [action.upper() for action in query.getall("action", [])]
     unknown = [action for action in actions if action not in ACTIONS]
     if unknown:
         raise BadRequest(f"unknown action {unknown[0]!r}; use one of {', '.join(ACTIONS)}")
-    filters = Filters.of(
-        query.getall("table", []), actions, query.getall("id", []), query.getall("actor", [])
-    )
+    filters = shared_filters(tuple(query.getall("table", [])), tuple(actions),
+                             tuple(query.getall("id", [])), tuple(query.getall("actor", [])))
     # The header wins: on reconnect the browser sends the newest id it saw, while the URL
     # still carries the one the page started from.
     raw = last_event_id or query.get("last_event_id") or ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import socket
 import struct
@@ -67,6 +68,7 @@ class Client:
         self._fanout.write(self, sse.chunk(frame))
 
 
+@functools.lru_cache(maxsize=4096)
 def _index_keys(filters: Filters) -> tuple[tuple[str, frozenset[str]], bool]:
     """Where the client is indexed, and whether that index alone decides what it gets."""
     others = (filters.tables, filters.actions, filters.ids, filters.actors)
@@ -314,6 +316,13 @@ class Fanout:
         """Every client must refetch (the relay lagged, or the change log was replaced)."""
         self.counters.resets += len(self.clients)
         self.broadcast(sse.chunk(reset_frame(resume_at, reason)))
+
+    def log_replaced(self) -> None:
+        """The change log was recreated: seqs start over, so cached frames and every client's
+        resume point are void."""
+        self.frames = sse.FrameCache()
+        self.last_seq_hint = None
+        self.reset_all("the change log was replaced; refetch", None)
 
     # -- lag -----------------------------------------------------------------------------
 
