@@ -94,9 +94,11 @@ def serve(options: ServeOptions, *, ready: Callable[[Running], None] = _announce
     """
     check_exposure(options.host, options.token, options.insecure)
     raise_fd_limit()
-    if options.demo:
+    if options.demo or options.workers > 1:
+        # One clear error here rather than one per worker process.
         with db.connect(options.dsn) as conn:
-            demo_api.check_tables(conn, options.schema)
+            if options.demo:
+                demo_api.check_tables(conn, options.schema)
     if options.workers > 1:
         from pgwatch_cli.commands.serve import workers
 

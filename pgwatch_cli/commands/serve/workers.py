@@ -133,5 +133,6 @@ def _worker_main(options: ServeOptions, sock: socket.socket, worker: WorkerInfo,
     except KeyboardInterrupt:
         pass
     except Exception as exc:
-        console.error(f"worker {worker.index}: {exc}")
+        # The parent reports the failure (one Error line); this says what it was.
+        console.warn(f"worker {worker.index} stopped: {exc}")
         raise SystemExit(1) from None
