@@ -18,8 +18,8 @@ from typing import Any
 # Measured with benchmarks/sse_load.py, 10,000 clients at 10 events/s on the shared 2-core
 # machine, one run each: the default (700, 10, 10) had one collection of 50 ms or more while
 # events were fanned out; (20000, 20, 20) none then, but a 212 ms one while the clients
-# connected (a generation-1 collection walks up to 400,000 objects); (10000, 2, 10) none. The fan-out itself
-# allocates next to nothing per client, so what remains is the events' own parsing.
+# connected (a generation-1 collection walks up to 400,000 objects); (10000, 2, 10) none.
+# The fan-out itself allocates next to nothing per client: what remains is the events' parsing.
 THRESHOLDS = (10_000, 2, 10)
 
 
