@@ -90,3 +90,11 @@ def test_a_worker_count_that_makes_no_sense_is_a_usage_error(demo_dsn: str) -> N
         result = run_bookwatch("serve", "--dsn", demo_dsn, "--port", "0", "--workers", bad)
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("Error:") == 1
+
+
+def test_workers_stop_when_the_parent_is_killed(two_workers: ServeProcess) -> None:
+    workers = [p for p in _children(two_workers.process.pid) if "python" in p.name().lower()]
+    assert len(workers) >= 2
+    two_workers.kill()  # SIGKILL: the parent cannot stop them itself
+    _gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, f"workers outlived a killed parent: {alive}"
