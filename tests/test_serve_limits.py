@@ -245,3 +245,21 @@ def test_the_token_never_reaches_the_logs(demo_dsn: str) -> None:
     assert "/presence" in log and "/events" in log, log  # access lines were written
     assert "token=…" in log
     assert "s3cret-t0ken" not in log and "wrong-guess" not in log
+
+
+def test_an_http_1_0_client_gets_bare_frames(
+    demo_dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
+    # nginx talks HTTP/1.0 to upstreams unless told otherwise: no chunked encoding then.
+    with running_server(demo_dsn) as server, \
+            socket.create_connection(_address(server.url), timeout=10) as sock:
+        sock.sendall(b"GET /events HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        head = _response_head(sock)
+        assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head
+        assert b"transfer-encoding" not in head.lower()
+        seq = bump_price(postgresql, 5)
+        data = head.split(b"\r\n\r\n", 1)[1]
+        while f"id: {seq}\n".encode() not in data:
+            data += sock.recv(65536)
+    assert data.startswith(b"retry: ")
+    assert f"id: {seq}\nevent: change\ndata: {{".encode() in data

@@ -38,12 +38,15 @@ Bucket = dict["Client", None]
 class Client:
     """One open ``/events`` stream, as the fan-out sees it."""
 
-    __slots__ = ("_buffered", "_done", "_fanout", "_transport", "_write", "ended", "exact",
-                 "filters", "keys", "pending", "pending_bytes")
+    __slots__ = ("__weakref__", "_buffered", "_done", "_fanout", "_transport", "_write",
+                 "chunked", "ended", "exact", "filters", "keys", "pending", "pending_bytes")
 
     def __init__(self, fanout: Fanout, transport: asyncio.Transport, filters: Filters, *,
-                 catching_up: bool, done: asyncio.Future[str]) -> None:
+                 catching_up: bool, done: asyncio.Future[str], chunked: bool = True) -> None:
         self._fanout = fanout
+        # HTTP/1.1 bodies without a length are chunked; an HTTP/1.0 client (nginx's default
+        # towards upstreams) gets the bare frames, its body ending when the connection does.
+        self.chunked = chunked
         self._transport = transport
         # Bound once: the fan-out calls these for every client and event.
         self._write = transport.write
@@ -65,7 +68,7 @@ class Client:
 
     def push(self, frame: bytes) -> None:
         """Write an SSE frame from outside the fan-out (presence)."""
-        self._fanout.write(self, sse.chunk(frame))
+        self._fanout.write(self, frame)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -144,16 +147,17 @@ class Fanout:
         frames = [frame for seq, frame in pending if seq is None or after is None or seq > after]
         if frames and client.ended is None:
             self.counters.events_relayed += len(frames)
-            self.write(client, sse.chunk(b"".join(frames)))
+            self.write(client, b"".join(frames))
 
-    def write(self, client: Client, data: bytes) -> bool:
-        """Write an already chunked frame; False when that overflowed and cut the client."""
+    def write(self, client: Client, frame: bytes) -> bool:
+        """Write an SSE frame; False when that overflowed and cut the client."""
         if client.ended is not None:
             return False
         transport = client._transport
         if transport.is_closing():
             self.end(client, "disconnected")
             return False
+        data = sse.chunk(frame) if client.chunked else frame
         if transport.get_write_buffer_size() + len(data) > self.buffer_bytes:
             self.cut(client)
             return False
@@ -166,8 +170,8 @@ class Fanout:
             return
         self.counters.lagging_cut += 1
         self.counters.resets += 1
-        client._transport.write(sse.chunk(reset_frame(
-            self.last_seq_hint, "this client fell too far behind")))
+        goodbye = reset_frame(self.last_seq_hint, "this client fell too far behind")
+        client._transport.write(sse.chunk(goodbye) if client.chunked else goodbye)
         self.end(client, "lagging")
 
     def end(self, client: Client, why: str) -> None:
@@ -247,7 +251,7 @@ class Fanout:
                 if client._buffered() + size > limit:
                     troubled.append(client)
                     continue
-                client._write(data)
+                client._write(data if client.chunked else frame)
                 written += 1
         self.counters.events_relayed += written
         self._settle(troubled)
@@ -271,12 +275,13 @@ class Fanout:
         limit = self.buffer_bytes
         written = 0
         # Clients wanting the same frames (the usual case: everything) share one chunk.
-        shared: dict[tuple[int, ...], bytes] = {}
+        shared: dict[tuple[bool, tuple[int, ...]], bytes] = {}
         for client, chosen in per_client.items():
-            key = tuple(map(id, chosen))
+            key = (client.chunked, tuple(map(id, chosen)))
             data = shared.get(key)
             if data is None:
-                data = shared[key] = sse.chunk(b"".join(chosen))
+                joined = b"".join(chosen)
+                data = shared[key] = sse.chunk(joined) if client.chunked else joined
             if client._buffered() + len(data) > limit:
                 troubled.append(client)
                 continue
@@ -300,22 +305,23 @@ class Fanout:
             else:
                 self.cut(client)
 
-    def broadcast(self, data: bytes) -> None:
-        """Write one chunked frame (a heartbeat, a reset) to every client."""
+    def broadcast(self, frame: bytes) -> None:
+        """Write one SSE frame (a heartbeat, a reset) to every client."""
         troubled = []
         limit = self.buffer_bytes
+        chunked = sse.chunk(frame)
         for client in self.clients:
-            transport = client._transport
-            if transport.get_write_buffer_size() + len(data) > limit or transport.is_closing():
+            data = chunked if client.chunked else frame
+            if client._buffered() + len(data) > limit:
                 troubled.append(client)
                 continue
-            transport.write(data)
+            client._write(data)
         self._settle(troubled)
 
     def reset_all(self, reason: str, resume_at: int | None) -> None:
         """Every client must refetch (the relay lagged, or the change log was replaced)."""
         self.counters.resets += len(self.clients)
-        self.broadcast(sse.chunk(reset_frame(resume_at, reason)))
+        self.broadcast(reset_frame(resume_at, reason))
 
     def log_replaced(self) -> None:
         """The change log was recreated: seqs start over, so cached frames and every client's

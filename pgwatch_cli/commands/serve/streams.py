@@ -101,10 +101,9 @@ class Relay:
             deliver(event)
 
     async def heartbeats(self) -> None:
-        beat = sse.chunk(sse.HEARTBEAT)
         while True:
             await asyncio.sleep(self.heartbeat_s)
-            self.fanout.broadcast(beat)
+            self.fanout.broadcast(sse.HEARTBEAT)
 
     def stop(self) -> None:
         """End every stream (server shutdown): browsers reconnect to the next server."""
@@ -127,6 +126,9 @@ class Relay:
         response = web.StreamResponse(status=200, headers={**HEADERS, **headers})
         # The stream ends when the connection does: the next request gets a fresh one.
         response.force_close()
+        chunked = request.version >= (1, 1)
+        if chunked:  # the fan-out frames each write as a chunk itself
+            response.enable_chunked_encoding()
         await response.prepare(request)
         transport = request.transport
         if transport is None:  # gone while the headers were written
@@ -134,13 +136,13 @@ class Relay:
         loop = asyncio.get_running_loop()
         client = Client(self.fanout, transport, wanted.filters,
                         catching_up=wanted.resume_after is not None,
-                        done=loop.create_future())
+                        done=loop.create_future(), chunked=chunked)
         fanout = self.fanout
         fanout.add(client)
         self.counters.streams_opened += 1
         joined = False
         try:
-            fanout.write(client, sse.chunk(sse.retry_hint()))
+            fanout.write(client, sse.retry_hint())
             if wanted.viewer is not None and wanted.viewing is not None:
                 self.presence.join(wanted.viewing, wanted.viewer, client)
                 joined = True
