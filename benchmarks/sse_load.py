@@ -14,7 +14,15 @@ UPDATE per event at ``--rate``. Reports, as one JSON object (and a summary on st
 - connect time for all clients and how long the server takes to stop with all of them open.
 
 Usage: python benchmarks/sse_load.py --clients 1000 --rate 100 --duration 20
-Bounded: at most --max-clients (10000) clients, --duration at most 120 s.
+       python benchmarks/sse_load.py --no-durable --server-cmd 'node relay.js'   # a peer
+Bounded: at most --max-clients (20000) clients, --duration at most 120 s.
+
+``--server-cmd`` runs another relay instead of ``bookwatch serve`` (through ``sh``, in its own
+process group; ``{dsn}`` and ``{port}`` in it are replaced, and ``DATABASE_URL``, ``PORT`` and
+``HOST`` are set): the same database, writer, clients and report. It must serve ``/events``
+and ``/healthz`` (with ``"clients"``). CPU and memory are those of its whole process tree.
+A run that measured no latency at all exits 1: a benchmark that silently measures nothing is
+worse than none.
 """
 
 from __future__ import annotations
@@ -25,9 +33,9 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import re
 import resource
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -35,16 +43,28 @@ import threading
 import time
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import psutil
 import psycopg
 
-SCRATCH_DB = "bookwatch_sse_load"
-# The writer bumps n by one per event: the new n names the write, the timestamp the trigger's
-# clock right before commit.
-PROBED = re.compile(rb'"diff":\{"n":\[\d+,(\d+)\]\}.*?"timestamp":"([^"]+)"')
+# One per run: two runs (a test and a measurement) must not drop each other's database.
+SCRATCH_DB = f"bookwatch_sse_load_{os.getpid()}"
 PROBES = 50
+
+
+def probed(frame: bytes) -> tuple[int, str] | None:
+    """The write a change frame names (the writer bumps n by one per event: the new n) and the
+    trigger's clock right before commit. Parsed, not pattern-matched: payloads are relayed
+    verbatim, in whatever spacing the trigger wrote them."""
+    data = b"\n".join(line[5:].lstrip(b" ") for line in frame.split(b"\n")
+                      if line.startswith(b"data:"))
+    try:
+        event = json.loads(data)
+        return int(event["diff"]["n"][1]), str(event["timestamp"])
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
 
 
 def raise_fd_limit() -> None:
@@ -59,8 +79,10 @@ def raise_fd_limit() -> None:
 class Reader(asyncio.Protocol):
     """One SSE client on a raw socket: counts change frames; a probe also times them."""
 
-    def __init__(self, probe: bool, latencies: list[tuple[int, float, float]]) -> None:
+    def __init__(self, probe: bool, latencies: list[tuple[int, float, float]],
+                 request: bytes) -> None:
         self.probe = probe
+        self.request = request
         self.latencies = latencies
         self.buffer = b""
         self.changes = 0
@@ -69,9 +91,8 @@ class Reader(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(b"GET /events?table=sse_load HTTP/1.1\r\nHost: bench\r\n\r\n")
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
@@ -83,9 +104,13 @@ class Reader(asyncio.Protocol):
         self.changes += complete.count(b"event: change\n")
         self.resets += complete.count(b"event: reset\n")
         if self.probe:
-            for n, stamp in PROBED.findall(complete):
-                stamped = datetime.fromisoformat(stamp.decode()).timestamp()
-                self.latencies.append((int(n), stamped, now))
+            for frame in complete.split(b"\n\n"):
+                if b"event: change" not in frame:
+                    continue
+                found = probed(frame)
+                if found is not None:
+                    stamped = datetime.fromisoformat(found[1]).timestamp()
+                    self.latencies.append((found[0], stamped, now))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -99,11 +124,12 @@ async def run_clients(
     readers: list[Reader] = []
     failed = 0
     gate = asyncio.Semaphore(200)  # connect in waves, not one SYN flood
+    request = (f"GET /events?table=sse_load HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n").encode()
 
     async def connect(number: int) -> None:
         nonlocal failed
         async with gate:
-            reader = Reader(number % probe_every == 0, latencies)
+            reader = Reader(number % probe_every == 0, latencies, request)
             try:
                 await loop.create_connection(lambda: reader, host, port)
             except OSError:
@@ -132,28 +158,45 @@ async def run_clients(
 def client_process(host: str, port: int, count: int, probe_every: int, stop: Any,
                    report: Any, index: int) -> None:
     raise_fd_limit()
-    asyncio.run(run_clients(host, port, count, probe_every, stop, report, index))
+    main = run_clients(host, port, count, probe_every, stop, report, index)
+    try:  # the clients share the machine with the server: the cheaper they are, the better
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main)
 
 
 # -- the database and the server -----------------------------------------------------------
 
 
-def prepare_database(admin_dsn: str) -> str:
+def prepare_database(admin_dsn: str, durable: bool) -> str:
     from pgwatch_cli.capture import triggers
     from pgwatch_cli.capture.tables import TableRef
 
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
         conn.execute(f"CREATE DATABASE {SCRATCH_DB}")
-    dsn = psycopg.conninfo.make_conninfo(admin_dsn, dbname=SCRATCH_DB)
+    dsn = as_url(psycopg.conninfo.conninfo_to_dict(admin_dsn), SCRATCH_DB)
     with psycopg.connect(dsn) as conn:
         conn.execute("CREATE TABLE sse_load (id integer PRIMARY KEY, n integer NOT NULL)")
         conn.execute("INSERT INTO sse_load VALUES (1, 0)")
         conn.commit()
         triggers.run(conn, lambda: triggers.plan_install(
             conn, [TableRef("public", "sse_load")], channel=triggers.DEFAULT_CHANNEL,
-            durable=True, excluded={}))
+            durable=durable, excluded={}))
     return dsn
+
+
+def as_url(params: dict[str, Any], dbname: str) -> str:
+    """A postgresql:// URL (what a peer in another language understands, unlike key=value)."""
+    user = quote(str(params.get("user") or "postgres"), safe="")
+    password = params.get("password")
+    auth = f"{user}:{quote(str(password), safe='')}" if password else user
+    host = str(params.get("host") or "127.0.0.1")
+    host = f"[{host}]" if ":" in host else quote(host, safe="")
+    return f"postgresql://{auth}@{host}:{params.get('port') or 5432}/{quote(dbname, safe='')}"
 
 
 def drop_database(admin_dsn: str) -> None:
@@ -161,21 +204,72 @@ def drop_database(admin_dsn: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
 
 
-def start_server(dsn: str, client_buffer: int) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pgwatch_cli", "serve", "--dsn", dsn, "--port", "0",
-         "--client-buffer", str(client_buffer)],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )
-    assert process.stderr is not None
-    for line in process.stderr:
-        match = re.search(r"serving on (http://\S+)", line)
-        if match:
-            # Keep draining stderr so the server never blocks on a full pipe.
-            threading.Thread(target=lambda: [None for _ in process.stderr or ()],
-                             daemon=True).start()
-            return process, match.group(1)
-    raise SystemExit("the server did not start")
+def start_server(dsn: str, args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
+    """``bookwatch serve`` (or ``--server-cmd``) on a free port; returns it and its URL."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": dsn, "PORT": str(port), "HOST": "127.0.0.1"}
+    if args.server_cmd:
+        command = args.server_cmd.replace("{dsn}", dsn).replace("{port}", str(port))
+        process = subprocess.Popen(command, shell=True, env=env, start_new_session=True,
+                                   stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    else:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pgwatch_cli", "serve", "--dsn", dsn, "--port", str(port),
+             "--client-buffer", str(args.client_buffer), "--workers", str(args.workers),
+             "--max-clients", str(max(10000, args.clients))],
+            env=env, start_new_session=True,
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        )
+    # Keep draining stderr so the server never blocks on a full pipe; keep the tail to show.
+    tail: list[str] = []
+
+    def drain() -> None:
+        for line in process.stderr or ():
+            tail.append(line)
+            del tail[:-20]
+
+    threading.Thread(target=drain, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return process, url
+        time.sleep(0.2)
+    stop_server(process)
+    raise SystemExit("the server did not start:\n" + "".join(tail))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tree(proc: psutil.Process) -> list[psutil.Process]:
+    """The server and its children (a shell, workers)."""
+    with contextlib.suppress(psutil.Error):
+        return [proc, *proc.children(recursive=True)]
+    return [proc]
+
+
+def tree_cpu_s(proc: psutil.Process) -> float:
+    total = 0.0
+    for member in tree(proc):
+        with contextlib.suppress(psutil.Error):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for member in tree(proc):
+        with contextlib.suppress(psutil.Error):
+            total += member.memory_info().rss
+    return total
 
 
 def write_events(dsn: str, rate: float, duration: float) -> dict[int, float]:
@@ -204,11 +298,16 @@ def percentile(values: list[float], share: float) -> float | None:
 
 
 def clients_open(url: str) -> int:
-    return int(httpx.get(url + "/healthz", timeout=30).json()["clients"])
+    """Open streams as the server counts them (all workers' when it has several)."""
+    health = httpx.get(url + "/healthz", timeout=30).json()
+    return int(health.get("clients_all_workers", health["clients"]))
 
 
 def metric(url: str, name: str) -> float:
-    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+    response = httpx.get(url + "/metrics", timeout=30)
+    if response.status_code != 200:  # a peer without metrics
+        return float("nan")
+    for line in response.text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return float("nan")
@@ -219,15 +318,16 @@ def metric(url: str, name: str) -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit()
-    dsn = prepare_database(args.dsn)
+    dsn = prepare_database(args.dsn, args.durable)
     try:
-        server, url = start_server(dsn, args.client_buffer)
+        server, url = start_server(dsn, args)
     except BaseException:
         drop_database(args.dsn)
         raise
     host, port = url.removeprefix("http://").rsplit(":", 1)
     proc = psutil.Process(server.pid)
-    result: dict[str, Any] = {"clients": args.clients, "rate": args.rate,
+    result: dict[str, Any] = {"server": args.server_cmd or f"bookwatch serve --workers "
+                              f"{args.workers}", "clients": args.clients, "rate": args.rate,
                               "duration_s": args.duration, "client_processes": args.procs}
     context = mp.get_context("spawn")
     stop, report = context.Event(), context.Queue()
@@ -235,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         clients_open(url)
         time.sleep(1)
-        rss_before = proc.memory_info().rss
+        rss_before = tree_rss(proc)
         share = args.clients // args.procs
         probe_every = max(1, args.clients // PROBES)
         for index in range(args.procs):
@@ -256,31 +356,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["connect_s"] = round(connect_s, 2)
         result["server_sees_clients"] = clients_open(url)
         time.sleep(2)
-        rss_idle = proc.memory_info().rss
+        rss_idle = tree_rss(proc)
 
-        cpu_before = sum(proc.cpu_times()[:2])
+        long_pauses_before = metric(url, "bookwatch_gc_long_pauses_total")
+        cpu_before = tree_cpu_s(proc)
         started = time.monotonic()
         peak = [rss_idle]
         sampling = threading.Event()
 
         def sample() -> None:
             while not sampling.is_set():
-                peak[0] = max(peak[0], proc.memory_info().rss)
+                peak[0] = max(peak[0], tree_rss(proc))
                 time.sleep(0.5)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         committed = write_events(dsn, args.rate, args.duration)
-        cpu_writing = sum(proc.cpu_times()[:2]) - cpu_before
+        cpu_writing = tree_cpu_s(proc) - cpu_before
         writing_s = time.monotonic() - started
         written = len(committed)
         time.sleep(args.settle)
         load_s = time.monotonic() - started
-        cpu_server = sum(proc.cpu_times()[:2]) - cpu_before
+        cpu_server = tree_cpu_s(proc) - cpu_before
         sampling.set()
         sampler.join()
 
         cut = metric(url, "bookwatch_sse_lagging_clients_cut_total")
+        gc_long = metric(url, "bookwatch_gc_long_pauses_total") - long_pauses_before
         still_open = clients_open(url)
         result["server_stop_s"] = stop_server(server)  # with every client still connected
         stop.set()
@@ -292,6 +394,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         latencies = [(seen - committed[n]) * 1000 for n, _, seen in probed if n in committed]
         from_trigger = [(seen - stamped) * 1000 for _, stamped, seen in probed]
         complete = sum(count == written for count in counts)
+        # Is the tail a few slow events (a pause) or every event a bit slow (throughput)?
+        worst_by_event: dict[int, float] = {}
+        for n, _, seen in probed:
+            if n in committed:
+                worst_by_event[n] = max(worst_by_event.get(n, 0.0), (seen - committed[n]) * 1000)
         result.update({
             "events_written": written,
             "clients_with_every_event": complete,
@@ -299,6 +406,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "received_max": max(counts, default=0),
             "lagging_cut": cut,
             "resets_seen": sum(part["resets"] for part in parts),
+            "slowest_events_ms": sorted((round(v, 1) for v in worst_by_event.values()),
+                                        reverse=True)[:5],
+            "server_gc_pauses_over_50ms_under_load": gc_long,
             "clients_open_after_load": still_open,
             "latency_ms": {"samples": len(latencies), "p50": percentile(latencies, 0.5),
                            "p90": percentile(latencies, 0.9),
@@ -333,13 +443,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def stop_server(server: subprocess.Popen[str]) -> float:
-    """SIGTERM, and how long the graceful shutdown took."""
+    """SIGTERM to its process group, and how long the graceful shutdown took."""
     begun = time.monotonic()
-    server.send_signal(signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
     try:
         server.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        server.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
         server.wait()
     return round(time.monotonic() - begun, 2)
 
@@ -370,16 +482,29 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=5.0,
                         help="seconds to wait for delivery after the last write")
     parser.add_argument("--procs", type=int, default=2, help="client processes (1-2)")
-    parser.add_argument("--client-buffer", type=int, default=1000)
-    parser.add_argument("--max-clients", type=int, default=10000)
+    parser.add_argument("--client-buffer", type=int, default=1 << 20,
+                        help="bookwatch serve's --client-buffer (bytes)")
+    parser.add_argument("--workers", type=int, default=1, help="bookwatch serve's --workers")
+    parser.add_argument("--server-cmd", default=None,
+                        help="run this relay instead of bookwatch serve ({dsn}, {port})")
+    parser.add_argument("--durable", action=argparse.BooleanOptionalAction, default=True,
+                        help="install durable triggers (--no-durable: notify mode, which a "
+                        "relay that reads NOTIFY payloads needs)")
+    parser.add_argument("--max-clients", type=int, default=20000)
     args = parser.parse_args()
     if not 1 <= args.clients <= args.max_clients or not 0 < args.duration <= 120:
         parser.error("--clients must be 1..--max-clients and --duration at most 120 s")
     if not 1 <= args.procs <= 4 or args.rate <= 0:
         parser.error("--procs must be 1..4 and --rate positive")
+    # A stopped benchmark still stops its server and drops its database (the finally blocks).
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: sys.exit(143))
     result = run(args)
     print(summary(result), file=sys.stderr)
     print(json.dumps(result))
+    if not result["latency_ms"]["samples"]:
+        print("FAILED: no latency sample was collected (no probe read a change event)",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

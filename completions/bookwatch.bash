@@ -84,10 +84,10 @@ _bookwatch() {
             ;;
         serve)
             case "$prev" in
-                --allow-origin|--channel|--client-buffer|--dsn|--heartbeat|--host|--port|--schema|--token) COMPREPLY=(); return ;;
+                --allow-origin|--channel|--client-buffer|--dsn|--heartbeat|--host|--max-clients|--max-lag|--port|--schema|--token|--workers) COMPREPLY=(); return ;;
             esac
             if [[ $cur == -* ]]; then
-                _bookwatch_reply -W "--allow-origin --channel --client-buffer --demo --dsn --embedded --heartbeat --help --host --insecure --port --schema --token -h"
+                _bookwatch_reply -W "--allow-origin --channel --client-buffer --demo --dsn --embedded --heartbeat --help --host --insecure --max-clients --max-lag --port --schema --token --workers -h"
             else
                 COMPREPLY=()
             fi

@@ -74,7 +74,7 @@ complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l table 
 # serve
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l allow-origin -x -d 'Let pages from this origin use the server (CORS; repeatable).'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l channel -x -d 'NOTIFY channel the events are sent on.'
-complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l client-buffer -x -d 'Events a slow client may fall behind before it is reset.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l client-buffer -x -d 'Bytes a slow client may fall behind before it is reset.'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l demo -d 'Serve a demo booking editor at / on the init-demo tables (needs init-demo).'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l dsn -x -d 'PostgreSQL connection string (URI or key=value). Default: $BOOKWATCH_DSN, $DATABASE_URL, the libpq environment (PGHOST…), else the embedded server. Prefer the environment variables: a --dsn value is visible to other users in ps.'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
@@ -82,9 +82,12 @@ complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l heartbeat -x -d 
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l help -s h -d 'Show this message and exit.'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l host -x -d 'Address to listen on (non-loopback needs --token).'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l insecure -d 'Allow a non-loopback --host without a token.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l max-clients -x -d 'Open streams per process; beyond them 503 with Retry-After.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l max-lag -x -d 'Reset clients instead of relaying events older than this (0: never).'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l port -x -d 'Port to listen on (0: any free).'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l schema -x -d 'Schema of the demo tables (with --demo).'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l token -x -d 'Require this bearer token (header, or ?token= for EventSource). Prefer $BOOKWATCH_TOKEN: a --token value is visible to other users in ps.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l workers -x -d 'Processes serving the port (auto: one per CPU).'
 
 # simulate
 complete -c bookwatch -n '__fish_seen_subcommand_from simulate' -l bookings -x -d 'storm: how many bookings they share (default 3).'

@@ -750,9 +750,22 @@ def serve(
                             help="Seconds between heartbeat comments on idle streams.")
     ] = 15.0,
     client_buffer: Annotated[
-        int, typer.Option("--client-buffer", min=1, metavar="EVENTS",
-                          help="Events a slow client may fall behind before it is reset.")
-    ] = 1000,
+        int, typer.Option("--client-buffer", min=4096, metavar="BYTES",
+                          help="Bytes a slow client may fall behind before it is reset.")
+    ] = 1 << 20,
+    workers: Annotated[
+        str, typer.Option("--workers", metavar="N|auto",
+                          help="Processes serving the port (auto: one per CPU).")
+    ] = "1",
+    max_clients: Annotated[
+        int, typer.Option("--max-clients", min=1, metavar="N",
+                          help="Open streams per process; beyond them 503 with Retry-After.")
+    ] = 10000,
+    max_lag: Annotated[
+        float, typer.Option("--max-lag", min=0, metavar="SECONDS",
+                            help="Reset clients instead of relaying events older than this "
+                            "(0: never).")
+    ] = 10.0,
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
 ) -> None:
@@ -763,12 +776,14 @@ def serve(
     from pgwatch_cli.commands import serve as server
 
     triggers.check_channel(channel)
+    processes = server.parse_workers(workers)
     # Refuse an unsafe exposure before touching the database.
     server.check_exposure(host, token or None, insecure)
     options = server.ServeOptions(
         dsn=database(dsn, embedded), host=host, port=port, token=token or None,
         allow_origins=tuple(allow_origin or ()), insecure=insecure, demo=demo_page,
         schema=schema, channel=channel, heartbeat_s=heartbeat, client_buffer=client_buffer,
+        workers=processes, max_clients=max_clients, max_lag_s=max_lag,
     )
 
     def announce(running: server.Running) -> None:

@@ -1,14 +1,19 @@
 """Helpers for the ``serve`` tests: the server in a thread, SSE readers, demo tables, writes.
 
-The server runs for real (uvicorn on a free port) and is read over real sockets with httpx
+The server runs for real (aiohttp on a free port) and is read over real sockets with httpx
 and httpx-sse: ``httpx.ASGITransport`` would hang on an endless stream.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -166,3 +171,46 @@ class SseReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ServeProcess:
+    """``bookwatch serve`` in its own process; ``url`` once it says it is serving."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, "BOOKWATCH_DEBUG": "", **(env or {})}
+        if "BOOKWATCH_TOKEN" not in (env or {}):
+            env.pop("BOOKWATCH_TOKEN", None)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pgwatch_cli", "serve", "--port", "0", *args],
+            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+        )
+        self.stderr: list[str] = []
+        found = threading.Event()
+        self.url = ""
+
+        def read() -> None:
+            assert self.process.stderr is not None
+            for line in self.process.stderr:
+                self.stderr.append(line)
+                match = re.search(r"serving on (http://\S+)", line)
+                if match:
+                    self.url = match.group(1)
+                    found.set()
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+        if not found.wait(30):
+            self.process.kill()
+            raise AssertionError("serve did not start: " + "".join(self.stderr))
+
+    def stop(self, sig: int, within: float) -> tuple[int, float]:
+        started = time.monotonic()
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=within + 10)
+        self._reader.join(5)
+        return code, time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +12,7 @@ import psycopg
 import pytest
 
 from tests.fix_cli import run_bookwatch
-from tests.serve_helpers import SseReader, install_demo
+from tests.serve_helpers import ServeProcess, SseReader, install_demo
 
 
 def _assert_one_error(stderr: str) -> None:
@@ -31,43 +25,6 @@ def _assert_one_error(stderr: str) -> None:
 def demo_dsn(postgresql: psycopg.Connection[Any], dsn: str) -> str:
     install_demo(postgresql)
     return dsn
-
-
-class ServeProcess:
-    """``bookwatch serve`` in its own process; ``url`` once it says it is serving."""
-
-    def __init__(self, *args: str) -> None:
-        env = {**os.environ, "BOOKWATCH_DEBUG": ""}
-        env.pop("BOOKWATCH_TOKEN", None)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pgwatch_cli", "serve", "--port", "0", *args],
-            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-        )
-        self.stderr: list[str] = []
-        found = threading.Event()
-        self.url = ""
-
-        def read() -> None:
-            assert self.process.stderr is not None
-            for line in self.process.stderr:
-                self.stderr.append(line)
-                match = re.search(r"serving on (http://\S+)", line)
-                if match:
-                    self.url = match.group(1)
-                    found.set()
-
-        self._reader = threading.Thread(target=read, daemon=True)
-        self._reader.start()
-        if not found.wait(30):
-            self.process.kill()
-            raise AssertionError("serve did not start: " + "".join(self.stderr))
-
-    def stop(self, sig: int, within: float) -> tuple[int, float]:
-        started = time.monotonic()
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout=within + 10)
-        self._reader.join(5)
-        return code, time.monotonic() - started
 
 
 @pytest.fixture

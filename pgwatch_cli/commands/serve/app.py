@@ -1,19 +1,24 @@
-"""The HTTP routes of ``bookwatch serve``: events, presence, health, metrics (and the demo)."""
+"""The HTTP surface of ``bookwatch serve`` besides the streams: presence, health, metrics (and
+the demo), as a Starlette app; and the parsing of ``GET /events``'s parameters."""
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from pgwatch_cli import client
 from pgwatch_cli.commands.serve import metrics, presence
+from pgwatch_cli.commands.serve.pauses import gc_stats
 from pgwatch_cli.commands.serve.security import TokenAuth
 from pgwatch_cli.commands.serve.streams import Relay, StreamRequest
 from pgwatch_cli.demo import api as demo_api
@@ -34,26 +39,38 @@ class BadRequest(ValueError):
     """A query parameter that cannot be used."""
 
 
-def stream_request(request: Request) -> StreamRequest:
+class Query(Protocol):
+    def getall(self, key: str, default: list[str]) -> list[str]: ...
+
+    def get(self, key: str) -> str | None: ...
+
+
+@functools.lru_cache(maxsize=4096)
+def shared_filters(tables: tuple[str, ...], actions: tuple[str, ...], ids: tuple[str, ...],
+                   actors: tuple[str, ...]) -> Filters:
+    """One Filters object for every stream that asked for the same: thousands of streams with
+    the same query hold one, not thousands (about 1 KB each)."""
+    return Filters.of(tables, actions, ids, actors)
+
+
+def stream_request(query: Query, last_event_id: str | None) -> StreamRequest:
     """Parse ``GET /events``'s filters, resume point and presence parameters."""
-    params = request.query_params
-    actions = [action.upper() for action in params.getlist("action")]
+    actions = [action.upper() for action in query.getall("action", [])]
     unknown = [action for action in actions if action not in ACTIONS]
     if unknown:
         raise BadRequest(f"unknown action {unknown[0]!r}; use one of {', '.join(ACTIONS)}")
-    filters = Filters.of(
-        params.getlist("table"), actions, params.getlist("id"), params.getlist("actor")
-    )
+    filters = shared_filters(tuple(query.getall("table", [])), tuple(actions),
+                             tuple(query.getall("id", [])), tuple(query.getall("actor", [])))
     # The header wins: on reconnect the browser sends the newest id it saw, while the URL
     # still carries the one the page started from.
-    raw = request.headers.get("last-event-id") or params.get("last_event_id") or ""
+    raw = last_event_id or query.get("last_event_id") or ""
     try:
         resume_after = int(raw) if raw.strip() else None
     except ValueError:
         raise BadRequest(f"Last-Event-ID must be an event id (a seq), not {raw!r}") from None
     if resume_after is not None and resume_after < 0:
         raise BadRequest("Last-Event-ID cannot be negative")
-    viewer, viewing = params.get("viewer"), params.get("viewing")
+    viewer, viewing = query.get("viewer"), query.get("viewing")
     if (viewer is None) != (viewing is None):
         raise BadRequest("presence needs both viewer=NAME and viewing=TABLE:ID")
     if viewer is not None and viewing is not None:
@@ -64,61 +81,40 @@ def stream_request(request: Request) -> StreamRequest:
     return StreamRequest(filters, resume_after, viewer, viewing)
 
 
-class EventsEndpoint:
-    """``GET /events``: an endless ``text/event-stream`` (a plain ASGI app, not a Response)."""
-
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in ("GET", "HEAD"):
-            response = JSONResponse({"error": "method not allowed"}, status_code=405,
-                                    headers={"Allow": "GET, HEAD"})
-            await response(scope, receive, send)
-            return
-        try:
-            parsed = stream_request(Request(scope, receive))
-        except BadRequest as exc:
-            await JSONResponse({"error": str(exc)}, status_code=400)(scope, receive, send)
-            return
-        if scope["method"] == "HEAD":
-            await Response(media_type="text/event-stream")(scope, receive, send)
-            return
-        await self.relay.open(parsed)(scope, receive, send)
+def cors_options(settings: AppSettings) -> dict[str, Any]:
+    return {
+        "allow_origins": list(settings.allow_origins),
+        "allow_methods": ["GET", "PUT"],
+        "allow_headers": ["Authorization", "If-Match", "Last-Event-ID", demo_api.ACTOR_HEADER],
+        "expose_headers": ["ETag", demo_api.SEQ_HEADER],
+    }
 
 
-class StreamsFirst:
-    """Hands ``/events`` straight to its endpoint, everything else to Starlette.
-
-    Starlette's routing and exception middleware wrap ``send`` twice and keep state per
-    request: for an endless stream that is paid on every event written to every client (and
-    in memory per connection), with nothing to gain since the stream handles its own errors.
-    """
-
-    def __init__(self, events: EventsEndpoint, rest: ASGIApp) -> None:
-        self.events = events
-        self.rest = rest
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/events":
-            await self.events(scope, receive, send)
-        else:
-            await self.rest(scope, receive, send)
+def health(relay: Relay) -> dict[str, Any]:
+    connected = relay.stream.connected
+    own = len(relay.clients)
+    body: dict[str, Any] = {
+        "status": "ok" if connected else "degraded",
+        "listener_connected": connected,
+        "clients": own,
+        "last_seq": relay.stream.last_seq,
+    }
+    worker = relay.worker
+    if worker.count > 1:
+        body.update(worker=worker.index, workers=worker.count, pid=os.getpid(),
+                    clients_all_workers=worker.total_clients(own))
+    return body
 
 
 def create_app(relay: Relay, settings: AppSettings) -> ASGIApp:
+    """Everything but ``GET /events`` (which aiohttp serves directly, see front.py)."""
+
     async def presence_map(request: Request) -> Response:
         return JSONResponse(relay.presence.snapshot())
 
     async def healthz(request: Request) -> Response:
-        connected = relay.stream.connected
-        body = {
-            "status": "ok" if connected else "degraded",
-            "listener_connected": connected,
-            "clients": len(relay.clients),
-            "last_seq": relay.stream.last_seq,
-        }
-        return JSONResponse(body, status_code=200 if connected else 503)
+        body = health(relay)
+        return JSONResponse(body, status_code=200 if body["listener_connected"] else 503)
 
     async def metrics_text(request: Request) -> Response:
         return PlainTextResponse(metrics.render(samples(relay)), media_type=PROMETHEUS_TEXT)
@@ -135,22 +131,16 @@ def create_app(relay: Relay, settings: AppSettings) -> ASGIApp:
     if settings.demo_schema is not None:
         routes += demo_api.routes(relay.connections, settings.demo_schema, relay.stream.channel)
 
-    app: ASGIApp = StreamsFirst(EventsEndpoint(relay), Starlette(routes=routes))
+    app: ASGIApp = Starlette(routes=routes)
     if settings.token:
         app = TokenAuth(app, token=settings.token)
     # Outermost, so a browser's preflight (which never carries the token) is answered and a
     # 401 still carries the CORS headers the page needs to read it.
-    return CORSMiddleware(
-        app,
-        allow_origins=list(settings.allow_origins),
-        allow_methods=["GET", "PUT"],
-        allow_headers=["Authorization", "If-Match", "Last-Event-ID", demo_api.ACTOR_HEADER],
-        expose_headers=["ETag", demo_api.SEQ_HEADER],
-    )
+    return CORSMiddleware(app, **cors_options(settings))
 
 
 def samples(relay: Relay) -> list[metrics.Sample]:
-    counters, stream, hub = relay.counters, relay.stream, relay.hub
+    counters, stream, fanout = relay.counters, relay.stream, relay.fanout
     sample = metrics.Sample
     return [
         sample("bookwatch_sse_clients", "gauge", "Open SSE streams.", len(relay.clients)),
@@ -181,6 +171,24 @@ def samples(relay: Relay) -> list[metrics.Sample]:
                stream.stats.invalid),
         sample("bookwatch_listener_last_seq", "gauge", "Newest seq seen (0: none yet).",
                stream.last_seq or 0),
-        sample("bookwatch_hub_events_total", "counter", "Events fanned out by the hub.",
-               hub.delivered),
+        sample("bookwatch_hub_events_total", "counter", "Events fanned out.",
+               fanout.delivered),
+        sample("bookwatch_sse_refused_total", "counter",
+               "Streams refused with 503 because --max-clients were open.", counters.refused),
+        sample("bookwatch_sse_lag_skipped_total", "counter",
+               "Events not relayed because they were older than --max-lag.",
+               counters.lag_skipped),
+        sample("bookwatch_sse_lag_resets_total", "counter",
+               "Times every client was reset because the relay lagged.", counters.lag_resets),
+        sample("bookwatch_frame_cache_bytes", "gauge",
+               "Bytes of encoded frames kept for resuming clients.", fanout.frames.size_bytes),
+        sample("bookwatch_gc_gen2_collections_total", "counter",
+               "Full garbage collections since start.", gc_stats.gen2_collections),
+        sample("bookwatch_gc_pause_max_seconds", "gauge",
+               "Longest garbage-collection pause since start.", gc_stats.longest_pause_s),
+        sample("bookwatch_gc_long_pauses_total", "counter",
+               "Garbage collections that paused the server 50 ms or more.",
+               gc_stats.long_pauses),
+        sample("bookwatch_worker", "gauge",
+               "Which --workers process answered (0-based).", relay.worker.index),
     ]

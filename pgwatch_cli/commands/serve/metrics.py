@@ -15,6 +15,9 @@ class RelayCounters:
     replayed: int = 0  # events read from the change log for resuming clients
     resets: int = 0  # reset events sent (log too short to resume, or lagging)
     lagging_cut: int = 0  # clients whose buffer overflowed and were closed
+    refused: int = 0  # streams refused with 503 (--max-clients)
+    lag_skipped: int = 0  # events not relayed because they were older than --max-lag
+    lag_resets: int = 0  # times every client was reset because the relay lagged
 
 
 @dataclass(frozen=True)

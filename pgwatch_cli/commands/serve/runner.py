@@ -1,35 +1,46 @@
-"""Running ``bookwatch serve``: bind, connect the one ChangeStream, serve until a signal."""
+"""Running ``bookwatch serve``: bind, connect the one ChangeStream, serve until a signal.
+
+One process serves with aiohttp (public API only: ``web.Server``, ``ServerRunner``,
+``SockSite``); ``--workers N`` starts N such processes on one port (workers.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import errno
-import logging
 import os
+import resource
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-import uvicorn
-from starlette.types import ASGIApp
+from aiohttp import web
 
 from pgwatch_cli import console, db
-from pgwatch_cli.commands.serve import presence_sync
+from pgwatch_cli.commands.serve import logs, pauses, presence_sync
 from pgwatch_cli.commands.serve.app import AppSettings, create_app
 from pgwatch_cli.commands.serve.connections import Connections
+from pgwatch_cli.commands.serve.fanout import Fanout
+from pgwatch_cli.commands.serve.front import Front
+from pgwatch_cli.commands.serve.metrics import RelayCounters
 from pgwatch_cli.commands.serve.presence import Presence
 from pgwatch_cli.commands.serve.security import check_exposure
-from pgwatch_cli.commands.serve.streams import Relay
+from pgwatch_cli.commands.serve.streams import Relay, WorkerInfo
 from pgwatch_cli.demo import api as demo_api
-from pgwatch_cli.errors import BookwatchError
-from pgwatch_cli.stream.hub import Hub
+from pgwatch_cli.errors import BookwatchError, UsageProblem
 from pgwatch_cli.stream.listener import DEFAULT_CHANNEL, ChangeStream
 
 # Streams end themselves at shutdown; this only bounds a peer that will not take the last bytes.
-GRACEFUL_SHUTDOWN_S = 3
+GRACEFUL_SHUTDOWN_S = 3.0
+# A request whose headers are not complete within this is closed (so is an idle keep-alive).
+HEADER_TIMEOUT_S = 10.0
+BACKLOG = 2048
+DEFAULT_CLIENT_BUFFER = 1 << 20  # bytes a client may fall behind before it is reset
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,10 @@ class ServeOptions:
     schema: str = "public"
     channel: str = DEFAULT_CHANNEL
     heartbeat_s: float = 15.0
-    client_buffer: int = 1000
+    client_buffer: int = DEFAULT_CLIENT_BUFFER  # bytes
+    workers: int = 1
+    max_clients: int = 10000
+    max_lag_s: float = 10.0  # 0: never reset for lag
 
 
 class ServerBindFailed(BookwatchError):
@@ -60,12 +74,12 @@ class Running:
     """A started server, as ``serve`` reports it once it accepts connections."""
 
     url: str
-    relay: Relay
-    server: RelayServer
+    relay: Relay | None  # None in the parent of --workers
+    stop_server: Callable[[], None]
 
     def stop(self) -> None:
-        """Ask for a graceful shutdown (from any thread): uvicorn polls this flag."""
-        self.server.should_exit = True
+        """Ask for a graceful shutdown (from any thread)."""
+        self.stop_server()
 
 
 def _announce(running: Running) -> None:
@@ -79,17 +93,61 @@ def serve(options: ServeOptions, *, ready: Callable[[Running], None] = _announce
     before anything else happens.
     """
     check_exposure(options.host, options.token, options.insecure)
+    raise_fd_limit()
+    if options.demo or options.workers > 1:
+        # One clear error here rather than one per worker process.
+        with db.connect(options.dsn) as conn:
+            if options.demo:
+                demo_api.check_tables(conn, options.schema)
+    if options.workers > 1:
+        from pgwatch_cli.commands.serve import workers
+
+        return workers.run(options, ready)
     listening = bind(options.host, options.port)
     try:
-        if options.demo:
-            with db.connect(options.dsn) as conn:
-                demo_api.check_tables(conn, options.schema)
-        return asyncio.run(_serve(options, listening, ready))
+        return run_loop(serve_on(options, listening, ready, WorkerInfo()))
     finally:
         listening.close()
 
 
-def bind(host: str, port: int) -> socket.socket:
+MAX_WORKERS = 64
+
+
+def parse_workers(text: str) -> int:
+    """``--workers``: a count, or ``auto`` for one per CPU."""
+    if text.strip().lower() == "auto":
+        return max(1, os.cpu_count() or 1)
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise UsageProblem(f"--workers must be 1 to {MAX_WORKERS} or auto, not {text!r}")
+    return count
+
+
+def raise_fd_limit() -> None:
+    """Every stream is a descriptor: take all the kernel allows this process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run_loop(main: Coroutine[Any, Any, int | None]) -> int | None:
+    """uvloop's event loop when installed (``bookwatch[fast]``), else asyncio's."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """The listening socket, bound here so a taken port is one clear error, not a log line."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -99,8 +157,10 @@ def bind(host: str, port: int) -> socket.socket:
     listening = socket.socket(family, kind, proto)
     try:
         listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listening.bind(address)
-        listening.listen(2048)
+        listening.listen(BACKLOG)
     except OSError as exc:
         listening.close()
         hint = "Choose another --port, or stop the process using it." if (
@@ -109,7 +169,7 @@ def bind(host: str, port: int) -> socket.socket:
         raise ServerBindFailed(
             f"Cannot listen on {host}:{port}: {exc.strerror or exc}", hint=hint
         ) from None
-    listening.set_inheritable(True)
+    listening.setblocking(False)
     return listening
 
 
@@ -118,114 +178,118 @@ def url_of(listening: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _serve(
-    options: ServeOptions, listening: socket.socket, ready: Callable[[Running], None]
-) -> int | None:
-    presence = Presence()
-    async with ChangeStream(options.dsn, channel=options.channel) as stream, \
-            presence_sync.shared(presence, options.dsn):
-        hub = Hub(stream, queue_size=options.client_buffer)
-        connections = Connections(options.dsn)
-        relay = Relay(
-            stream=stream, hub=hub, presence=presence, connections=connections,
-            heartbeat_s=options.heartbeat_s, client_buffer=options.client_buffer,
-        )
-        settings = AppSettings(
-            token=options.token, allow_origins=tuple(options.allow_origins),
-            demo_schema=options.schema if options.demo else None,
-        )
-        pump = asyncio.create_task(hub.run())
-        background = [pump, asyncio.create_task(relay.watchdog())]
+class Stopper:
+    """What ends ``serve``: a signal (main thread only), ``Running.stop()``, or a failure."""
 
-        def stop_streams() -> None:
-            # The pump first: under a backlog it would keep the loop busy fanning out events
-            # that nobody will be sent.
-            for task in background:
-                task.cancel()
-            relay.stop()
-
-        server = RelayServer(uvicorn_config(create_app(relay, settings)), stop_streams)
-        server.started_hook = lambda: ready(Running(url_of(listening), relay, server))
-        for task in background:
-            # Serving without events would look healthy and be useless: stop instead.
-            task.add_done_callback(lambda _task: setattr(server, "should_exit", True))
-        try:
-            await server.serve(sockets=[listening])
-        finally:
-            for task in background:
-                task.cancel()
-            outcomes = await asyncio.gather(*background, return_exceptions=True)
-            await connections.close()
-        failure = next((outcome for outcome in outcomes if isinstance(outcome, Exception)), None)
-        if failure is not None:
-            raise ServeFailed(f"The event relay failed: {failure}") from failure
-        return server.stopped_by
-
-
-def uvicorn_config(app: ASGIApp) -> uvicorn.Config:
-    debug = os.environ.get("BOOKWATCH_DEBUG", "") not in ("", "0")
-    config = uvicorn.Config(
-        app,
-        lifespan="off",
-        log_level="info" if debug else "warning",
-        access_log=debug,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        backlog=2048,
-    )
-    _quiet_intended_drops()
-    return config
-
-
-class _IntendedDrop(logging.Filter):
-    """A client that does not read is dropped without a proper end of body, on purpose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.getMessage() != "ASGI callable returned without completing response."
-
-
-def _quiet_intended_drops() -> None:
-    logger = logging.getLogger("uvicorn.error")
-    if not any(isinstance(existing, _IntendedDrop) for existing in logger.filters):
-        logger.addFilter(_IntendedDrop())
-
-
-class RelayServer(uvicorn.Server):
-    """uvicorn, made to end the endless streams when it shuts down (it would wait for them)."""
-
-    def __init__(self, config: uvicorn.Config, stop_streams: Callable[[], None]) -> None:
-        super().__init__(config)
-        self.stop_streams = stop_streams
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
         self.stopped_by: int | None = None
-        self.started_hook: Callable[[], None] | None = None
+        self._signals: list[int] = []
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # uvicorn re-raises the signal after shutdown, which would kill the process before
-        # our own cleanup ran; here the signal is only recorded and returned by serve().
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-        try:
-            yield
-        finally:
+    def __enter__(self) -> Stopper:
+        if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+                self.loop.add_signal_handler(sig, self.on_signal, sig)
+                self._signals.append(sig)
+        return self
 
-    def _on_signal(self, sig: int) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True  # a second Ctrl-C: stop waiting
-        self.should_exit = True
+    def __exit__(self, *exc: object) -> None:
+        for sig in self._signals:
+            self.loop.remove_signal_handler(sig)
+
+    def on_signal(self, sig: int) -> None:
         if self.stopped_by is None:
             self.stopped_by = sig
+        self.event.set()
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started and self.started_hook is not None:
-            self.started_hook()
+    def stop(self) -> None:
+        self.event.set()
 
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self.stop_streams()
-        await super().shutdown(sockets)
+    def stop_threadsafe(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop already ended
+            self.loop.call_soon_threadsafe(self.event.set)
+
+
+async def serve_on(
+    options: ServeOptions,
+    listening: socket.socket,
+    ready: Callable[[Running], None],
+    worker: WorkerInfo,
+) -> int | None:
+    """Serve on ``listening`` until stopped (one process, or one of the workers)."""
+    debug = os.environ.get("BOOKWATCH_DEBUG", "") not in ("", "0")
+    access_log = logs.configure(debug)
+    with Stopper() as stopper:
+        presence = Presence()
+        async with ChangeStream(options.dsn, channel=options.channel) as stream, \
+                presence_sync.shared(presence, options.dsn):
+            fanout = Fanout(
+                RelayCounters(), buffer_bytes=options.client_buffer,
+                max_lag_s=options.max_lag_s, clock_offset_s=await clock_offset(options.dsn),
+                on_count=worker.record,
+            )
+            connections = Connections(options.dsn)
+            relay = Relay(
+                stream=stream, presence=presence, connections=connections, fanout=fanout,
+                heartbeat_s=options.heartbeat_s, max_clients=options.max_clients, worker=worker,
+            )
+            settings = AppSettings(
+                token=options.token, allow_origins=tuple(options.allow_origins),
+                demo_schema=options.schema if options.demo else None,
+            )
+            front = Front(relay, settings, create_app(relay, settings), options.host)
+            server = web.Server(
+                front, handler_cancellation=True, keepalive_timeout=HEADER_TIMEOUT_S,
+                # A refused body (413) is not read to its end: the connection is closed.
+                lingering_time=0,
+                access_log=access_log if debug else None, access_log_class=logs.AccessLogger,
+            )
+            runner = web.ServerRunner(server, shutdown_timeout=GRACEFUL_SHUTDOWN_S)
+            await runner.setup()
+            background = [asyncio.create_task(relay.pump()),
+                          asyncio.create_task(relay.heartbeats())]
+            if worker.count > 1:
+                background.append(asyncio.create_task(_orphaned(stopper)))
+            try:
+                await web.SockSite(runner, listening, backlog=BACKLOG).start()
+                for task in background:
+                    # Serving without events would look healthy and be useless: stop instead.
+                    task.add_done_callback(lambda _task: stopper.stop())
+                pauses.settle_after_start()
+                ready(Running(url_of(listening), relay, stopper.stop_threadsafe))
+                await stopper.event.wait()
+            finally:
+                # The pump first: under a backlog it would keep the loop busy fanning out
+                # events that nobody will be sent.
+                for task in background:
+                    task.cancel()
+                relay.stop()
+                await runner.cleanup()
+                outcomes = await asyncio.gather(*background, return_exceptions=True)
+                await connections.close()
+    failure = next((outcome for outcome in outcomes if isinstance(outcome, Exception)), None)
+    if failure is not None:
+        raise ServeFailed(f"The event relay failed: {failure}") from failure
+    return stopper.stopped_by
+
+
+async def clock_offset(dsn: str) -> float:
+    """The database's clock minus this host's (events carry the database's commit time)."""
+    try:
+        async with await db.connect_async(dsn, autocommit=True) as conn:
+            before = time.time()
+            cursor = await conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+            row = await cursor.fetchone()
+            after = time.time()
+    except Exception:
+        return 0.0
+    return float(row[0]) - (before + after) / 2 if row else 0.0
+
+
+async def _orphaned(stopper: Stopper) -> None:
+    """A worker stops when the process that started it is gone (even if it was killed)."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    stopper.on_signal(signal.SIGTERM)

@@ -79,3 +79,35 @@ class TokenAuth:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def host_allowed(host_header: str | None, bound_host: str) -> bool:
+    """Without a token, only a ``Host`` naming a loopback address (or the bound host) is
+    served: a DNS-rebinding page reaches the server under its own name, which is neither.
+    With a wildcard bind, an address literal is fine too (rebinding needs a name)."""
+    if host_header is None:  # HTTP/1.0 without Host: no browser sends that
+        return True
+    name = _host_name(host_header.strip().lower())
+    if name is None:
+        return False
+    bound = bound_host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost") or name == bound:
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return address.is_loopback or bound in ("0.0.0.0", "::", "")
+
+
+def _host_name(host: str) -> str | None:
+    """The name part of a ``Host`` header (``[::1]:8765`` → ``::1``); None if malformed."""
+    if host.startswith("["):
+        name, bracket, port = host[1:].partition("]")
+        if not bracket or (port and not (port.startswith(":") and port[1:].isdigit())):
+            return None
+        return name
+    name, _, port = host.partition(":")
+    if port and not port.isdigit():
+        return None
+    return name.rstrip(".")

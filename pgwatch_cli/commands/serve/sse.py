@@ -41,23 +41,45 @@ def change_frame(event: ChangeEvent) -> bytes:
     return frame(event.to_wire(), event="change", event_id=event.seq)
 
 
+def chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk: streams are written straight to their transport, and the
+    response says ``Transfer-Encoding: chunked`` (as every endless HTTP/1.1 body must)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
 class FrameCache:
-    """The encoded frame of recent events, so a thousand clients cost one ``to_wire()``.
+    """Encoded frames of recent events by seq, for resuming clients (a crowd reconnecting after
+    a restart replays the same range). Bounded by bytes, not by count: near-8 KB events would
+    otherwise hold tens of MB whatever the number of clients."""
 
-    Keyed by object identity: the hub hands the same event object to every subscriber. The
-    cache keeps the event referenced, so an id is never reused while it is a key.
-    """
-
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._frames: OrderedDict[int, tuple[ChangeEvent, bytes]] = OrderedDict()
+    def __init__(self, max_bytes: int = 4 << 20) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._frames: OrderedDict[int, bytes] = OrderedDict()
 
     def __call__(self, event: ChangeEvent) -> bytes:
-        hit = self._frames.get(id(event))
-        if hit is not None and hit[0] is event:
-            return hit[1]
+        seq = event.seq
+        if seq is None:
+            return change_frame(event)
+        hit = self._frames.get(seq)
+        if hit is not None:
+            return hit
         encoded = change_frame(event)
-        self._frames[id(event)] = (event, encoded)
-        if len(self._frames) > self._size:
-            self._frames.popitem(last=False)
+        self.keep(seq, encoded)
         return encoded
+
+    def keep(self, seq: int, encoded: bytes) -> None:
+        if len(encoded) > self._max_bytes or seq in self._frames:
+            return
+        self._frames[seq] = encoded
+        self._bytes += len(encoded)
+        while self._bytes > self._max_bytes:
+            _, dropped = self._frames.popitem(last=False)
+            self._bytes -= len(dropped)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes

@@ -1,10 +1,8 @@
-"""One SSE client after another: resume from the change log, relay live events, heartbeats,
-presence, and being cut loose when it falls behind or the server stops.
+"""``GET /events``: one SSE client after another, on aiohttp, whose request exposes its transport.
 
-Every client is one hub subscription. Its task writes frames; a second, mostly idle task
-waits for the disconnect (so presence updates at once) and sends heartbeats. A client that
-cannot keep up is interrupted from outside, because it may be stuck in a write that only the
-peer reading could finish.
+A stream is registered with the fan-out (which writes live events straight to the transport),
+replays the change log first when it resumes, joins presence, and then only waits: for the
+client to go away (aiohttp cancels the handler), to be cut, or for the server to stop.
 """
 
 from __future__ import annotations
@@ -12,47 +10,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import psycopg
-from starlette.types import Message, Receive, Scope, Send
+from aiohttp import web
 
 from pgwatch_cli.capture import sqlfiles
 from pgwatch_cli.commands.serve import sse
 from pgwatch_cli.commands.serve.connections import AsyncConn, Connections
+from pgwatch_cli.commands.serve.fanout import Client, Fanout, reset_frame
 from pgwatch_cli.commands.serve.metrics import RelayCounters
 from pgwatch_cli.commands.serve.presence import Presence
 from pgwatch_cli.errors import DatabaseUnreachable
 from pgwatch_cli.stream.events import ChangeEvent, InvalidPayload
 from pgwatch_cli.stream.filters import Filters
-from pgwatch_cli.stream.hub import Hub, SourceEnded, SubscriberLagged, Subscription
 from pgwatch_cli.stream.listener import ChangeStream, read_log
 
 REPLAY_PAGE = 500
-# How long the goodbye (a reset, the end of the body) may take before the connection is simply
-# dropped: a client that does not read would otherwise hold it forever.
-FINAL_WRITE_S = 1.0
-WATCHDOG_INTERVAL_S = 0.5
 
-HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache, no-store"),
+HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache, no-store",
     # Reverse proxies (nginx) buffer responses unless told not to, which would hold events back.
-    (b"x-accel-buffering", b"no"),
-]
-
-
-class Ending(Enum):
-    """Why a stream ended."""
-
-    SOURCE_ENDED = "source ended"
-    DISCONNECTED = "client disconnected"
-    LAGGING = "client fell behind"
-    STOPPING = "server stopping"
-    LOG_UNAVAILABLE = "change log unavailable"
+    "X-Accel-Buffering": "no",
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +48,24 @@ class StreamRequest:
     viewing: str | None = None
 
 
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Which of ``--workers`` processes this is, and every worker's open streams."""
+
+    index: int = 0
+    count: int = 1
+    clients: Any = None  # a multiprocessing Array of counts, one per worker (None: one worker)
+
+    def total_clients(self, own: int) -> int:
+        if self.clients is None:
+            return own
+        return int(sum(self.clients))
+
+    def record(self, count: int) -> None:
+        if self.clients is not None:
+            self.clients[self.index] = count
+
+
 class Relay:
     """Everything the client streams of one server process share."""
 
@@ -72,183 +73,146 @@ class Relay:
         self,
         *,
         stream: ChangeStream,
-        hub: Hub,
         presence: Presence,
         connections: Connections,
+        fanout: Fanout,
         heartbeat_s: float = 15.0,
-        client_buffer: int = 1000,
+        max_clients: int = 10000,
+        worker: WorkerInfo | None = None,
     ) -> None:
         self.stream = stream
-        self.hub = hub
         self.presence = presence
         self.connections = connections
+        self.fanout = fanout
         self.heartbeat_s = heartbeat_s
-        self.client_buffer = client_buffer
-        self.counters = RelayCounters()
-        self.frames = sse.FrameCache()
-        self.clients: set[ClientStream] = set()
+        self.max_clients = max_clients
+        self.worker = worker or WorkerInfo()
+        self.counters: RelayCounters = fanout.counters
         self.stopping = False
 
-    def open(self, request: StreamRequest) -> ClientStream:
-        return ClientStream(self, request)
+    @property
+    def clients(self) -> Mapping[Client, None]:
+        return self.fanout.clients
+
+    async def pump(self) -> None:
+        """Fan every event of the stream out until it ends or this task is cancelled."""
+        deliver = self.fanout.deliver
+        async for event in self.stream:
+            deliver(event)
+
+    async def heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            self.fanout.broadcast(sse.HEARTBEAT)
 
     def stop(self) -> None:
         """End every stream (server shutdown): browsers reconnect to the next server."""
         self.stopping = True
-        for client in list(self.clients):
-            client.interrupt(Ending.STOPPING)
+        self.fanout.stop()
 
-    async def watchdog(self) -> None:
-        """Cut clients the hub gave up on while they were stuck writing to a peer that does
-        not read (a client waiting for its next event notices by itself)."""
-        while True:
-            await asyncio.sleep(WATCHDOG_INTERVAL_S)
-            for client in list(self.clients):
-                if client.lagging:
-                    client.interrupt(Ending.LAGGING)
-
-
-class ClientStream:
-    """The ASGI response of one ``GET /events``."""
-
-    def __init__(self, relay: Relay, request: StreamRequest) -> None:
-        self.relay = relay
-        self.request = request
-        self._send: Send | None = None
-        self._subscription: Subscription | None = None
-        self._write_lock = asyncio.Lock()
-        self._ending: Ending | None = None
-        self._interrupter: asyncio.Timeout | None = None
-        self._finished = False
-        self._side_writes: set[asyncio.Task[None]] = set()
-
-    @property
-    def lagging(self) -> bool:
-        return self._subscription is not None and self._subscription.lagged
-
-    def interrupt(self, why: Ending) -> None:
-        """Stop relaying (from another task), even in the middle of a blocked write."""
-        if self._ending is None:
-            self._ending = why
-        interrupter = self._interrupter
-        if interrupter is not None and interrupter.when() is None:
-            interrupter.reschedule(asyncio.get_running_loop().time())
-
-    def push(self, frame: bytes) -> None:
-        """Queue a frame from outside the relay (presence); writes keep their order."""
-        task = asyncio.create_task(self._write(frame))
-        self._side_writes.add(task)
-        task.add_done_callback(self._side_writes.discard)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        relay = self.relay
-        # Subscribe before anything else: what commits from here on reaches this queue, what
-        # committed before is in the log, so a resume has no gap.
-        subscription = self._subscription = relay.hub.subscribe(queue_size=relay.client_buffer)
-        self._send = send
-        relay.clients.add(self)
-        relay.counters.streams_opened += 1
-        watcher: asyncio.Task[None] | None = None
-        request = self.request
+    async def open(
+        self, request: web.BaseRequest, wanted: StreamRequest, headers: Mapping[str, str]
+    ) -> web.StreamResponse:
+        if self.stopping:
+            return web.Response(status=503, headers={"Retry-After": "3", **headers})
+        if len(self.fanout.clients) >= self.max_clients:
+            self.counters.refused += 1
+            # Spread the retries: a crowd refused together should not come back together.
+            retry = str(2 + len(self.fanout.clients) % 8)
+            return web.json_response(
+                {"error": "too many clients; retry later"}, status=503,
+                headers={"Retry-After": retry, **headers},
+            )
+        response = web.StreamResponse(status=200, headers={**HEADERS, **headers})
+        # The stream ends when the connection does: the next request gets a fresh one.
+        response.force_close()
+        chunked = request.version >= (1, 1)
+        if chunked:  # the fan-out frames each write as a chunk itself
+            response.enable_chunked_encoding()
+        await response.prepare(request)
+        transport = request.transport
+        if transport is None:  # gone while the headers were written
+            return response
+        loop = asyncio.get_running_loop()
+        client = Client(self.fanout, transport, wanted.filters,
+                        catching_up=wanted.resume_after is not None,
+                        done=loop.create_future(), chunked=chunked)
+        fanout = self.fanout
+        fanout.add(client)
+        self.counters.streams_opened += 1
         joined = False
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
-            await self._write(sse.retry_hint())
-            if request.viewer is not None and request.viewing is not None:
-                relay.presence.join(request.viewing, request.viewer, self)
+            fanout.write(client, sse.retry_hint())
+            if wanted.viewer is not None and wanted.viewing is not None:
+                self.presence.join(wanted.viewing, wanted.viewer, client)
                 joined = True
-            watcher = asyncio.create_task(self._watch(receive))
-            ending = await self._relay(subscription)
-            await self._finish(ending)
+            if wanted.resume_after is not None:
+                try:
+                    last = await Replay(self, client, response).run(wanted.resume_after)
+                except LogUnavailable:
+                    fanout.end(client, "change log unavailable")
+                else:
+                    fanout.live(client, last)
+            await client.done()
         finally:
-            subscription.close()
-            relay.clients.discard(self)
+            fanout.end(client, "disconnected")
             if joined:
-                assert request.viewer is not None and request.viewing is not None
-                relay.presence.leave(request.viewing, request.viewer, self)
-            for task in [watcher, *self._side_writes]:
-                if task is not None:
-                    task.cancel()
+                assert wanted.viewer is not None and wanted.viewing is not None
+                self.presence.leave(wanted.viewing, wanted.viewer, client)
+        return response
 
-    # -- relaying ----------------------------------------------------------------------------
 
-    async def _relay(self, subscription: Subscription) -> Ending:
-        if self.relay.stopping:
-            return Ending.STOPPING
-        try:
-            async with asyncio.timeout(None) as self._interrupter:
-                if self._ending is not None:  # interrupted before it could be
-                    return self._ending
-                last = self.request.resume_after
-                if last is not None:
-                    last = await self._replay(last)
-                    if last is None:
-                        return Ending.LOG_UNAVAILABLE
-                await self._live(subscription, last)
-                return Ending.SOURCE_ENDED
-        except SubscriberLagged:
-            return Ending.LAGGING
-        except SourceEnded:
-            return Ending.SOURCE_ENDED
-        except TimeoutError:
-            return self._ending or Ending.STOPPING
-        finally:
-            self._interrupter = None
+class LogUnavailable(Exception):
+    """The change log could not be read; the client retries with the same Last-Event-ID."""
 
-    async def _live(self, subscription: Subscription, last: int | None) -> None:
-        """Relay live events; ``last``: replayed up to there, so skip what is not newer."""
-        matches = self.request.filters.matches
-        frames = self.relay.frames
-        counters = self.relay.counters
-        while True:
-            try:
-                event = await anext(subscription)
-            except StopAsyncIteration:
-                return
-            chunks = []
-            # Whatever queued up meanwhile goes out in one write: under load a client gets
-            # fewer, larger writes instead of falling behind.
-            while True:
-                seq = event.seq
-                if (seq is None or last is None or seq > last) and matches(event):
-                    chunks.append(frames(event))
-                if not subscription.pending:
-                    break
-                event = await anext(subscription)
-            if chunks:
-                await self._write(b"".join(chunks))
-                counters.events_relayed += len(chunks)
 
-    async def _replay(self, after: int) -> int | None:
-        """Send the logged events after ``after`` (or a reset if the log does not reach back
-        that far). Returns the seq live events must be newer than; None: log unavailable."""
-        counters = self.relay.counters
+class Replay:
+    """Sends a resuming client the logged events after its ``Last-Event-ID``."""
+
+    def __init__(self, relay: Relay, client: Client, response: web.StreamResponse) -> None:
+        self.relay = relay
+        self.client = client
+        self.response = response
+
+    async def run(self, after: int) -> int:
+        """The seq live events must be newer than; LogUnavailable when it cannot be read."""
+        relay, counters = self.relay, self.relay.counters
         counters.resumes += 1
-        channel = self.relay.stream.channel
-        matches = self.request.filters.matches
+        channel = relay.stream.channel
         try:
-            async with self.relay.connections.connection() as conn:
+            async with relay.connections.connection() as conn:
                 oldest, newest = await _log_bounds(conn, channel)
             if newest is None or after > newest or (oldest is not None and oldest > after + 1):
-                await self._reset(
-                    newest, f"the change log no longer reaches back to seq {after + 1}"
-                    if newest is not None and after <= newest
-                    else f"seq {after} is not in this server's change log",
-                )
-                return newest if newest is not None else after
-            while True:
+                counters.resets += 1
+                reason = (f"the change log no longer reaches back to seq {after + 1}"
+                          if newest is not None and after <= newest
+                          else f"seq {after} is not in this server's change log")
+                resume_at = newest if newest is not None else after
+                await self._send(reset_frame(resume_at, reason))
+                return resume_at
+            frames = relay.fanout.frames
+            matches = self.client.filters.matches
+            while self.client.ended is None:
                 page, after = await self._read_page(channel, after)
-                chunks = [sse.change_frame(event) for event in page if matches(event)]
-                if chunks:
-                    await self._write(b"".join(chunks))
-                    counters.events_relayed += len(chunks)
+                chosen = [frames(event) for event in page if matches(event)]
+                if chosen:
+                    await self._send(b"".join(chosen))
+                    counters.events_relayed += len(chosen)
                 counters.replayed += len(page)
                 if len(page) < REPLAY_PAGE:
-                    return after
+                    break
+            return after
         except (psycopg.Error, DatabaseUnreachable):
             # The browser retries later with the same Last-Event-ID; nothing is skipped.
-            await self._write(sse.comment("change log unavailable; retry later"))
-            return None
+            with contextlib.suppress(ConnectionError):
+                await self._send(sse.comment("change log unavailable; retry later"))
+            raise LogUnavailable() from None
+
+    async def _send(self, data: bytes) -> None:
+        # Through aiohttp's writer, which waits while the client's buffer is full: a replay
+        # may be long, and a slow reader should get it slowly, not be cut for it.
+        if self.client.ended is None:
+            await self.response.write(data)
 
     async def _read_page(self, channel: str, after: int) -> tuple[list[ChangeEvent], int]:
         """Up to a page of logged events after ``after``, with the connection given back
@@ -267,57 +231,6 @@ class ClientStream:
         seqs = [event.seq for event in page if event.seq is not None] + skipped
         return page, max(seqs, default=after)
 
-    async def _reset(self, resume_at: int | None, reason: str) -> None:
-        """Tell the client to refetch its state; it resumes after ``resume_at`` if it comes back."""
-        self.relay.counters.resets += 1
-        body = json.dumps({"reason": reason, "last_seq": resume_at})
-        await self._write(sse.frame(body, event="reset", event_id=resume_at))
-
-    # -- the other task: disconnects and heartbeats --------------------------------------
-
-    async def _watch(self, receive: Receive) -> None:
-        while True:
-            try:
-                async with asyncio.timeout(self.relay.heartbeat_s):
-                    message: Message = await receive()
-            except TimeoutError:
-                await self._write(sse.HEARTBEAT)
-                continue
-            if message["type"] == "http.disconnect":
-                self.interrupt(Ending.DISCONNECTED)
-                return
-
-    # -- writing -------------------------------------------------------------------------------
-
-    async def _write(self, data: bytes) -> None:
-        assert self._send is not None
-        async with self._write_lock:
-            if not self._finished:
-                await self._send({"type": "http.response.body", "body": data, "more_body": True})
-
-    async def _finish(self, ending: Ending) -> None:
-        if ending is Ending.DISCONNECTED:
-            return
-        counters = self.relay.counters
-        goodbye: Callable[[], Awaitable[None]] | None = None
-        if ending is Ending.LAGGING:
-            counters.lagging_cut += 1
-
-            async def goodbye() -> None:
-                await self._reset(self.relay.stream.last_seq, "this client fell too far behind")
-
-        # A peer that does not read cannot take even this: then the connection is dropped.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(FINAL_WRITE_S):
-                if goodbye is not None:
-                    await goodbye()
-                async with self._write_lock:
-                    self._finished = True
-                    assert self._send is not None
-                    await self._send(
-                        {"type": "http.response.body", "body": b"", "more_body": False}
-                    )
-
 
 async def _log_bounds(conn: AsyncConn, channel: str) -> tuple[int | None, int | None]:
     """Oldest and newest logged seq of ``channel``; (None, None) when there is no change log."""
@@ -331,3 +244,8 @@ async def _log_bounds(conn: AsyncConn, channel: str) -> tuple[int | None, int | 
     oldest: Any = oldest_row[0] if oldest_row else None
     newest: Any = newest_row[0] if newest_row else None
     return oldest, newest
+
+
+def bad_request(message: str, headers: Mapping[str, str]) -> web.Response:
+    return web.Response(status=400, text=json.dumps({"error": message}),
+                        content_type="application/json", headers=headers)
