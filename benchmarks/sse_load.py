@@ -174,6 +174,7 @@ def client_process(host: str, port: int, count: int, probe_every: int, stop: Any
 def prepare_database(admin_dsn: str, durable: bool) -> str:
     from pgwatch_cli.capture import triggers
     from pgwatch_cli.capture.tables import TableRef
+    from pgwatch_cli.defaults import DEFAULT_CHANNEL
 
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {SCRATCH_DB}")
@@ -184,7 +185,7 @@ def prepare_database(admin_dsn: str, durable: bool) -> str:
         conn.execute("INSERT INTO sse_load VALUES (1, 0)")
         conn.commit()
         triggers.run(conn, lambda: triggers.plan_install(
-            conn, [TableRef("public", "sse_load")], channel=triggers.DEFAULT_CHANNEL,
+            conn, [TableRef("public", "sse_load")], channel=DEFAULT_CHANNEL,
             durable=durable, excluded={}))
     return dsn
 

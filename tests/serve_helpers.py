@@ -26,6 +26,7 @@ from httpx_sse import ServerSentEvent, connect_sse
 
 from pgwatch_cli.capture import triggers
 from pgwatch_cli.commands.serve import Running, ServeOptions, serve
+from pgwatch_cli.defaults import DEFAULT_CHANNEL
 from pgwatch_cli.demo import schema as demo
 
 STOP_WITHIN_S = 5.0
@@ -62,7 +63,7 @@ def install_demo(conn: psycopg.Connection[Any], schema: str = "public") -> None:
             conn.execute(statement)
         demo.fill(conn, schema)
         plan = triggers.plan_install(
-            conn, demo.table_refs(schema), channel=triggers.DEFAULT_CHANNEL, durable=True,
+            conn, demo.table_refs(schema), channel=DEFAULT_CHANNEL, durable=True,
             excluded={},
         )
         for statement in plan.statements:

@@ -31,9 +31,10 @@ from pgwatch_cli.commands.serve.metrics import RelayCounters
 from pgwatch_cli.commands.serve.presence import Presence
 from pgwatch_cli.commands.serve.security import check_exposure
 from pgwatch_cli.commands.serve.streams import Relay, WorkerInfo
+from pgwatch_cli.defaults import DEFAULT_CHANNEL
 from pgwatch_cli.demo import api as demo_api
 from pgwatch_cli.errors import BookwatchError, UsageProblem
-from pgwatch_cli.stream.listener import DEFAULT_CHANNEL, ChangeStream
+from pgwatch_cli.stream.listener import ChangeStream
 
 # Streams end themselves at shutdown; this only bounds a peer that will not take the last bytes.
 GRACEFUL_SHUTDOWN_S = 3.0
@@ -218,7 +219,7 @@ async def serve_on(
     worker: WorkerInfo,
 ) -> int | None:
     """Serve on ``listening`` until stopped (one process, or one of the workers)."""
-    debug = os.environ.get("BOOKWATCH_DEBUG", "") not in ("", "0")
+    debug = console.tracebacks_enabled()
     access_log = logs.configure(debug)
     with Stopper() as stopper:
         presence = Presence()

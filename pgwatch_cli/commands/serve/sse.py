@@ -8,7 +8,6 @@ from collections import OrderedDict
 
 from pgwatch_cli.stream.events import ChangeEvent
 
-MEDIA_TYPE = "text/event-stream"
 HEARTBEAT = b": heartbeat\n\n"
 # EventSource waits this long before reconnecting; the jitter spreads a crowd of browsers
 # that lost the server at the same moment over a few seconds instead of one thundering instant.
