@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fix_db", "tests.fix_cli"]
+pytest_plugins = ["tests.fix_db", "tests.fix_cli", "tests.fix_logical"]
