@@ -1,0 +1,110 @@
+"""The relay's side of the database (an ordinary connection): which slot, the secret that tells
+real capture messages from forged ones, and the append of relayed events to the change log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.rows import TupleRow
+
+Conn = psycopg.Connection[TupleRow]
+
+# The transaction-scoped advisory lock that log-mode capture takes before numbering: holding
+# it while appending keeps seq in commit order when both modes write one log.
+COMMIT_ORDER_LOCK = 7236284523806213748
+SLOT_PREFIX = "bookwatch_"
+PUBLICATION = "bookwatch_messages"
+MESSAGE_PREFIX = "bookwatch"
+# pgoutput options for START_REPLICATION: protocol 1 carries logical decoding messages when
+# asked; the publication has no tables, so rows of user tables are never decoded for us.
+STREAM_OPTIONS = {
+    "proto_version": "1",
+    "publication_names": PUBLICATION,
+    "messages": "true",
+}
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """One event taken from the WAL: its channel and the event JSON after the seq value."""
+
+    channel: str
+    tail: str
+
+
+@dataclass(frozen=True)
+class CommittedBatch:
+    """Events of one or more committed transactions, in commit order, ready to append."""
+
+    events: Sequence[Relayed]
+    last_commit_lsn: str  # pg_lsn text of the last transaction's commit record
+
+
+def slot_name(conn: Conn) -> str:
+    """``bookwatch_<oid of the current database>``: one slot per database, unique per server."""
+    row = conn.execute(
+        "SELECT oid::text FROM pg_catalog.pg_database WHERE datname = current_database()"
+    ).fetchone()
+    assert row is not None
+    return SLOT_PREFIX + str(row[0])
+
+
+@dataclass(frozen=True)
+class SlotState:
+    exists: bool
+    active_pid: int | None
+
+
+def slot_state(conn: Conn, slot: str) -> SlotState:
+    row = conn.execute(
+        "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = %s", (slot,)
+    ).fetchone()
+    if row is None:
+        return SlotState(False, None)
+    return SlotState(True, row[0])
+
+
+def secrets(conn: Conn) -> frozenset[str]:
+    """The secret(s) wal-mode capture puts before each message; readable by the owner only."""
+    rows = conn.execute("SELECT secret FROM bookwatch.wal_secret").fetchall()
+    return frozenset(str(row[0]) for row in rows)
+
+
+def progress(conn: Conn, slot: str) -> str | None:
+    """The commit LSN of the last transaction already appended by a relay of ``slot``."""
+    row = conn.execute(
+        "SELECT commit_lsn::text FROM bookwatch.relay_progress WHERE slot_name = %s", (slot,)
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+_NEXT_SEQS = "SELECT nextval('bookwatch.change_seq') FROM generate_series(1, %s)"
+_COPY = "COPY bookwatch.change_log (seq, channel, payload) FROM STDIN"
+_PROGRESS = """
+INSERT INTO bookwatch.relay_progress AS p (slot_name, commit_lsn, relayed_at)
+VALUES (%s, %s::pg_lsn, now())
+ON CONFLICT (slot_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, relayed_at = now()
+"""
+_WAKE = "SELECT pg_catalog.pg_notify(c, s::text) FROM unnest(%s::text[], %s::bigint[]) AS w(c, s)"
+
+
+def append(conn: Conn, slot: str, batch: CommittedBatch) -> int:
+    """Append ``batch`` to the change log, numbered in order, record the progress and wake the
+    listeners of each channel once, all in one transaction; returns the newest seq."""
+    events = batch.events
+    with conn.transaction(), conn.cursor() as cur:
+        # Numbers drawn under the lock are above every seq already committed, and nobody else
+        # can commit a seq until this transaction ends.
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (COMMIT_ORDER_LOCK,))
+        cur.execute(_NEXT_SEQS, (len(events),))
+        seqs = sorted(int(row[0]) for row in cur.fetchall())
+        newest: dict[str, int] = {}
+        with cur.copy(_COPY) as copy:
+            for seq, event in zip(seqs, events, strict=True):
+                copy.write_row((seq, event.channel, f'{{"v":1,"seq":{seq}{event.tail}'))
+                newest[event.channel] = seq
+        cur.execute(_PROGRESS, (slot, batch.last_commit_lsn))
+        cur.execute(_WAKE, (list(newest), list(newest.values())))
+    return seqs[-1]
