@@ -309,7 +309,8 @@ def tail(
     action: Annotated[
         list[str] | None,
         typer.Option(
-            "--action", "-a", help="Only this action (repeatable): INSERT, UPDATE or DELETE.",
+            "--action", "-a",
+            help="Only this action (repeatable): INSERT, UPDATE, DELETE or TRUNCATE.",
             callback=_action_names, autocompletion=_action_choices, metavar="ACTION",
             show_default=False,
         ),
@@ -343,6 +344,10 @@ def tail(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON event per line (default when piped).")
     ] = False,
+    no_relay: Annotated[
+        bool, typer.Option("--no-relay", help="Never relay the WAL from this process (wal "
+                           "mode: another process must run the relay).")
+    ] = False,
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
 ) -> None:
@@ -360,8 +365,23 @@ def tail(
             timeout=timeout,
             since=since,
             as_json=as_json,
+            relay=not no_relay,
         )
     )
+
+
+@app.command()
+@guarded
+def relay(
+    dsn: DsnOption = None,
+    embedded: EmbeddedOption = False,
+) -> None:
+    """Run the wal relay in the foreground (WAL -> change log) until Ctrl-C or SIGTERM."""
+    from pgwatch_cli.commands import relay as relaying
+
+    code = relaying.run(relaying.RelayOptions(dsn=database(dsn, embedded)))
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -14,11 +14,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from pgwatch_cli.stream.events import ChangeEvent
+from pgwatch_cli import console
+from pgwatch_cli.stream.events import ChangeEvent, LogReplaced
 from pgwatch_cli.stream.filters import Filters
-from pgwatch_cli.stream.listener import DEFAULT_CHANNEL, ChangeStream
+from pgwatch_cli.stream.listener import DEFAULT_CHANNEL, ChangeStream, describe_replacement
 
-ACTION_STYLES = {"INSERT": "green", "UPDATE": "yellow", "DELETE": "red"}
+ACTION_STYLES = {"INSERT": "green", "UPDATE": "yellow", "DELETE": "red", "TRUNCATE": "magenta"}
 MAX_TABLE_ROWS = 40
 COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
     ("time", "left"), ("seq", "right"), ("table", "left"), ("action", "left"),
@@ -35,6 +36,7 @@ class TailOptions:
     timeout: float | None = None
     since: int | None = None
     as_json: bool = False
+    relay: bool = True  # relay the WAL in the background when no other process does
 
 
 def run(options: TailOptions) -> None:
@@ -50,7 +52,9 @@ def run(options: TailOptions) -> None:
 
 
 async def _tail(options: TailOptions, as_json: bool) -> None:
-    async with ChangeStream(options.dsn, channel=options.channel, since=options.since) as stream:
+    async with ChangeStream(
+        options.dsn, channel=options.channel, since=options.since, relay=options.relay
+    ) as stream:
         with JsonLines() if as_json else LiveTable(stream) as view:
             deadline = asyncio.timeout(options.timeout)
             try:
@@ -63,7 +67,11 @@ async def _tail(options: TailOptions, as_json: bool) -> None:
 
 async def _pump(stream: ChangeStream, options: TailOptions, view: JsonLines | LiveTable) -> None:
     shown = 0
-    async for event in stream:
+    async for event in stream.items():
+        if isinstance(event, LogReplaced):
+            # Nothing is lost: the new log's events follow from its start.
+            console.warn(describe_replacement(event))
+            continue
         if not options.filters.matches(event):
             continue
         view.show(event, datetime.now(UTC))

@@ -292,8 +292,7 @@ class ChangeStream:
                 heard_at = monotonic()
                 self._report_invalid()
                 if self._durable or self._log_gone:
-                    check = self._read(conn, timeout=self.check_interval + 3.0)
-                    async with contextlib.aclosing(check) as log:
+                    async with contextlib.aclosing(self._read(conn)) as log:
                         async for item in log:
                             yield item
                 else:
@@ -368,12 +367,13 @@ class ChangeStream:
 
     # -- reading the log -------------------------------------------------------------------
 
-    async def _read(
-        self, conn: AsyncConn, *, timeout: float = READ_TIMEOUT_S
-    ) -> AsyncGenerator[StreamItem]:
+    async def _read(self, conn: AsyncConn) -> AsyncGenerator[StreamItem]:
         """The log after the cursor, page by page; LogReplaced first when it is a new log.
-        ``timeout`` bounds the wait for the first page (the idle check's liveness bound)."""
+
+        The first page must come within the liveness bound (a frozen peer is noticed by any
+        read); later pages of a long catch-up get longer."""
         self._checked_at = monotonic()
+        timeout = self.check_interval + 3.0
         while True:
             params = {"channel": self.channel, "after": self.last_seq or 0, "page": PAGE}
             try:
