@@ -267,3 +267,16 @@ def test_payloads_in_the_log_are_valid_events(wal_db: str) -> None:
     assert [e.seq for e in events] == [1, 2, 3]
     assert len({e.txid for e in events}) == 1
     assert all(json.loads(p)["seq"] == e.seq for p, e in zip(payloads, events, strict=True))
+
+
+def test_a_new_secret_from_a_reinstall_is_picked_up_at_once(wal_db: str) -> None:
+    from tests.relay_helpers import create_log
+
+    with relaying(wal_db) as relay:
+        write(wal_db, [1])
+        wait_until(lambda: logged_ids(wal_db) == [1], what="the first event")
+        create_log(wal_db)  # new log, new secret, while the relay runs
+        write(wal_db, [2])
+        wait_until(lambda: logged_ids(wal_db) == [2], what="the event under the new secret")
+        stats = relay.stats
+    assert stats is not None and stats.ignored == 0

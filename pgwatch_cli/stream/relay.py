@@ -11,7 +11,6 @@ The slot admits one consumer, so a running relay is also the leader: others get 
 
 from __future__ import annotations
 
-import hmac
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,6 @@ POLL_S = 0.5  # how long one read waits: bounds how fast a stop request is notic
 STATUS_INTERVAL_S = 10.0  # standby status updates while idle (wal_sender_timeout is 60 s)
 MAX_BATCH_EVENTS = 5000
 MAX_BATCH_BYTES = 16 * 1024 * 1024
-SECRET_RELOAD_S = 1.0
 EVENT_HEAD = ',"table":'
 
 
@@ -48,9 +46,17 @@ class RelayStats:
     lag_s: float | None = None  # commit -> appended, of the newest appended transaction
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """A well-formed capture message; genuine when its secret is the installation's."""
+
+    secret: bytes
+    event: Relayed
+
+
 @dataclass
 class _Transaction:
-    events: list[Relayed] = field(default_factory=list)
+    events: list[_Candidate] = field(default_factory=list)
     size: int = 0
 
 
@@ -76,7 +82,6 @@ class Relay:
         self._on_status = on_status
         self._status_every_s = status_every_s
         self._secrets: frozenset[bytes] = frozenset()
-        self._secrets_loaded_at = 0.0
 
     def run(self) -> None:
         """Take the slot (SlotMissing / SlotBusy when it cannot) and relay until stopped."""
@@ -97,7 +102,7 @@ class Relay:
             stream.close()
 
     def _relay(self, stream: ReplicationStream, slot: str, done_lsn: int) -> None:
-        pending: list[Relayed] = []
+        pending: list[_Candidate] = []
         pending_bytes = 0
         pending_commit = 0  # commit LSN of the last pending transaction
         reached = 0  # end LSN of the last transaction fully handled (appended or empty)
@@ -134,14 +139,14 @@ class Relay:
             elif isinstance(frame, pgoutput.Begin):
                 current = _Transaction()
             elif isinstance(frame, pgoutput.Message):
-                event = self._genuine(frame) if current is not None else None
+                event = self._well_formed(frame) if current is not None else None
                 if event is None:
                     if frame.prefix == relay_store.MESSAGE_PREFIX:
                         self.stats.ignored += 1
                     continue
                 assert current is not None
                 current.events.append(event)
-                current.size += len(event.tail)
+                current.size += len(event.event.tail)
             elif isinstance(frame, pgoutput.Commit):
                 if current is not None and current.events:
                     if frame.commit_lsn <= done_lsn:
@@ -159,22 +164,31 @@ class Relay:
             stream.send(pgoutput.standby_status(reached))
 
     def _append(
-        self, slot: str, events: list[Relayed], commit_lsn: int, committed_at: datetime | None
+        self, slot: str, pending: list[_Candidate], commit_lsn: int, committed_at: datetime | None
     ) -> None:
+        if any(candidate.secret not in self._secrets for candidate in pending):
+            # One look per batch, however many forged messages it holds: a reinstall may have
+            # set a new secret since this relay started.
+            self._load_secrets()
+        events = [c.event for c in pending if c.secret in self._secrets]
+        self.stats.ignored += len(pending) - len(events)
         batch = CommittedBatch(events, pgoutput.format_lsn(commit_lsn))
-        self.stats.newest_seq = relay_store.append(self._store, slot, batch)
+        newest = relay_store.append(self._store, slot, batch)
+        if newest is not None:
+            self.stats.newest_seq = newest
         self.stats.appended += len(events)
         self.stats.batches += 1
         if committed_at is not None:
             self.stats.lag_s = (datetime.now(UTC) - committed_at).total_seconds()
 
-    def _genuine(self, message: pgoutput.Message) -> Relayed | None:
+    def _well_formed(self, message: pgoutput.Message) -> _Candidate | None:
         """The event a capture message carries, or None when it is not one of ours: wrong
-        prefix, not transactional, wrong secret (anyone may call pg_logical_emit_message)."""
+        prefix, not transactional, malformed. Its secret is checked at append time (anyone
+        may call pg_logical_emit_message)."""
         if message.prefix != relay_store.MESSAGE_PREFIX or not message.transactional:
             return None
         secret, sep, rest = message.content.partition(b"\n")
-        if not sep or not self._known_secret(secret):
+        if not sep:
             return None
         channel, sep, tail = rest.partition(b"\n")
         if not sep or not channel:
@@ -186,22 +200,12 @@ class Relay:
             return None
         if not text.startswith(EVENT_HEAD) or not text.endswith("}") or "\n" in text:
             return None
-        return Relayed(name, text)
-
-    def _known_secret(self, secret: bytes) -> bool:
-        if any(hmac.compare_digest(secret, known) for known in self._secrets):
-            return True
-        # A reinstall may have set a new secret; look again, but not for every forged message.
-        if monotonic() - self._secrets_loaded_at >= SECRET_RELOAD_S:
-            self._load_secrets()
-            return any(hmac.compare_digest(secret, known) for known in self._secrets)
-        return False
+        return _Candidate(secret, Relayed(name, text))
 
     def _load_secrets(self) -> None:
         current = relay_store.secrets(self._store)
         # Messages written under an earlier secret may still wait in the slot: keep those too.
         self._secrets = self._secrets | {s.encode() for s in current}
-        self._secrets_loaded_at = monotonic()
 
     def _report(self) -> None:
         if self._on_status is not None:

@@ -90,10 +90,15 @@ ON CONFLICT (slot_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, relayed_
 _WAKE = "SELECT pg_catalog.pg_notify(c, s::text) FROM unnest(%s::text[], %s::bigint[]) AS w(c, s)"
 
 
-def append(conn: Conn, slot: str, batch: CommittedBatch) -> int:
+def append(conn: Conn, slot: str, batch: CommittedBatch) -> int | None:
     """Append ``batch`` to the change log, numbered in order, record the progress and wake the
-    listeners of each channel once, all in one transaction; returns the newest seq."""
+    listeners of each channel once, all in one transaction; returns the newest seq (None when
+    the batch had no events: only the progress is recorded)."""
     events = batch.events
+    if not events:
+        with conn.transaction():
+            conn.execute(_PROGRESS, (slot, batch.last_commit_lsn))
+        return None
     with conn.transaction(), conn.cursor() as cur:
         # Numbers drawn under the lock are above every seq already committed, and nobody else
         # can commit a seq until this transaction ends.
