@@ -9,6 +9,7 @@ complete -c bookwatch -n '__fish_use_subcommand' -l version -d 'Show the version
 complete -c bookwatch -n '__fish_use_subcommand' -a bench -d 'Measure notify latency, delivery and trigger write overhead on a scratch schema.'
 complete -c bookwatch -n '__fish_use_subcommand' -a init-demo -d 'Create the seed\'s demo tables (bookings, guests, rooms) with data, and install triggers.'
 complete -c bookwatch -n '__fish_use_subcommand' -a install-triggers -d 'Install the change-capture function and triggers (idempotent, one transaction).'
+complete -c bookwatch -n '__fish_use_subcommand' -a relay -d 'Run the wal relay in the foreground (WAL -> change log) until Ctrl-C or SIGTERM.'
 complete -c bookwatch -n '__fish_use_subcommand' -a remove-triggers -d 'Remove bookwatch triggers (all, or --table); the change log stays unless --drop-log.'
 complete -c bookwatch -n '__fish_use_subcommand' -a serve -d 'Relay change events to browsers over Server-Sent Events (GET /events).'
 complete -c bookwatch -n '__fish_use_subcommand' -a simulate -d 'Play the seed\'s edit conflict three ways (baseline, refresh, merge) on a scratch schema.'
@@ -49,6 +50,11 @@ complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l help 
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l no-durable -d 'Also append every change to bookwatch.change_log (seq, replay).'
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l schema -x -d 'Schema for table names given without one.'
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l table -s t -x -d 'Table to watch (repeatable); may be schema-qualified.'
+
+# relay
+complete -c bookwatch -n '__fish_seen_subcommand_from relay' -l dsn -x -d 'PostgreSQL connection string. Default: $BOOKWATCH_DSN, $DATABASE_URL, libpq environment (PGHOST…), else the embedded server.'
+complete -c bookwatch -n '__fish_seen_subcommand_from relay' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
+complete -c bookwatch -n '__fish_seen_subcommand_from relay' -l help -s h -d 'Show this message and exit.'
 
 # remove-triggers
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l drop-log -d 'Also drop schema bookwatch with the change log.'
@@ -102,6 +108,7 @@ complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l embedded -d 'Use 
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l help -s h -d 'Show this message and exit.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l id -x -d 'Only the row with this primary key (repeatable).'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l json -d 'One JSON event per line (default when piped).'
+complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l no-relay -d 'Never relay the WAL from this process (wal mode: another process must run the relay).'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l since -x -d 'First replay logged events with seq > SEQ.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l table -s t -x -d 'Only this table (repeatable); NAME or SCHEMA.NAME.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l timeout -x -d 'Exit after this many seconds.'

@@ -309,8 +309,7 @@ def tail(
     action: Annotated[
         list[str] | None,
         typer.Option(
-            "--action", "-a",
-            help="Only this action (repeatable): INSERT, UPDATE, DELETE or TRUNCATE.",
+            "--action", "-a", help="Only this action (repeatable): INSERT, UPDATE or DELETE.",
             callback=_action_names, autocompletion=_action_choices, metavar="ACTION",
             show_default=False,
         ),

@@ -10,7 +10,8 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 Action = Literal["INSERT", "UPDATE", "DELETE", "TRUNCATE"]
-ACTIONS: tuple[Action, ...] = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
+# The actions ``tail --action`` filters on (SPEC); TRUNCATE events are accepted but not listed.
+ACTIONS: tuple[Action, ...] = ("INSERT", "UPDATE", "DELETE")
 JsonValue = Any
 
 
