@@ -27,6 +27,9 @@ from pgwatch_cli.stream.replication import ReplicationStream, SlotBusy, SlotMiss
 POLL_S = 0.5  # how long one read waits: bounds how fast a stop request is noticed
 STATUS_INTERVAL_S = 10.0  # standby status updates while idle (wal_sender_timeout is 60 s)
 MAX_BATCH_EVENTS = 5000
+# A batch is appended when the stream has nothing more right now, when it is this big, or when
+# its first transaction has waited this long: under a steady flood the socket is never empty.
+MAX_BATCH_WAIT_S = 0.005
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 EVENT_HEAD = ',"table":'
 
@@ -105,6 +108,7 @@ class Relay:
         pending: list[_Candidate] = []
         pending_bytes = 0
         pending_commit = 0  # commit LSN of the last pending transaction
+        pending_since = 0.0
         reached = 0  # end LSN of the last transaction fully handled (appended or empty)
         confirmed = 0
         current: _Transaction | None = None
@@ -113,7 +117,12 @@ class Relay:
         reported_at = monotonic()
         while not self._stop.is_set():
             raw = stream.read(0 if pending else POLL_S)
-            if raw is None or len(pending) >= MAX_BATCH_EVENTS or pending_bytes >= MAX_BATCH_BYTES:
+            if (
+                raw is None
+                or len(pending) >= MAX_BATCH_EVENTS
+                or pending_bytes >= MAX_BATCH_BYTES
+                or (pending and monotonic() - pending_since >= MAX_BATCH_WAIT_S)
+            ):
                 if pending:
                     self._append(slot, pending, pending_commit, committed_at)
                     pending, pending_bytes = [], 0
@@ -152,6 +161,8 @@ class Relay:
                     if frame.commit_lsn <= done_lsn:
                         self.stats.skipped += 1
                     else:
+                        if not pending:
+                            pending_since = monotonic()
                         pending.extend(current.events)
                         pending_bytes += current.size
                         pending_commit = frame.commit_lsn

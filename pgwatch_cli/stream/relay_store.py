@@ -80,36 +80,52 @@ def progress(conn: Conn, slot: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-_NEXT_SEQS = "SELECT nextval('bookwatch.change_seq') FROM generate_series(1, %s)"
-_COPY = "COPY bookwatch.change_log (seq, channel, payload) FROM STDIN"
+# One statement, so one transaction and one round trip on the autocommit connection: the
+# commit-order lock, then numbers drawn under it (above every seq already committed; nobody else
+# can commit one until this statement's transaction ends) handed out in ascending order to the
+# events in commit order, the progress, and one wake-up per channel carrying its newest seq.
+# nextval runs in the projection of a join with the lock's row, so never before the lock.
+_APPEND = """
+WITH locked AS (
+    SELECT pg_catalog.pg_advisory_xact_lock(%(lock)s)
+), drawn AS (
+    SELECT seq, row_number() OVER (ORDER BY seq) AS o
+      FROM (SELECT nextval('bookwatch.change_seq') AS seq
+              FROM locked, generate_series(1, %(n)s)) AS d
+), appended AS (
+    INSERT INTO bookwatch.change_log (seq, channel, payload)
+    SELECT drawn.seq, e.channel, '{"v":1,"seq":' || drawn.seq || e.tail
+      FROM unnest(%(channels)s::text[], %(tails)s::text[]) WITH ORDINALITY AS e(channel, tail, o)
+      JOIN drawn USING (o)
+    RETURNING seq, channel
+), progress AS (
+    INSERT INTO bookwatch.relay_progress AS p (slot_name, commit_lsn, relayed_at)
+    VALUES (%(slot)s, %(lsn)s::pg_lsn, now())
+    ON CONFLICT (slot_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, relayed_at = now()
+)
+SELECT max(seq), pg_catalog.pg_notify(channel, max(seq)::text) FROM appended GROUP BY channel
+"""
 _PROGRESS = """
 INSERT INTO bookwatch.relay_progress AS p (slot_name, commit_lsn, relayed_at)
-VALUES (%s, %s::pg_lsn, now())
+VALUES (%(slot)s, %(lsn)s::pg_lsn, now())
 ON CONFLICT (slot_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, relayed_at = now()
 """
-_WAKE = "SELECT pg_catalog.pg_notify(c, s::text) FROM unnest(%s::text[], %s::bigint[]) AS w(c, s)"
 
 
 def append(conn: Conn, slot: str, batch: CommittedBatch) -> int | None:
     """Append ``batch`` to the change log, numbered in order, record the progress and wake the
-    listeners of each channel once, all in one transaction; returns the newest seq (None when
-    the batch had no events: only the progress is recorded)."""
-    events = batch.events
-    if not events:
-        with conn.transaction():
-            conn.execute(_PROGRESS, (slot, batch.last_commit_lsn))
+    listeners of each channel once, in one statement (``conn`` is in autocommit mode, so that
+    is one transaction); returns the newest seq (None when the batch had no events)."""
+    assert conn.autocommit, "the append must be its own transaction"
+    params = {"slot": slot, "lsn": batch.last_commit_lsn}
+    if not batch.events:
+        conn.execute(_PROGRESS, params)
         return None
-    with conn.transaction(), conn.cursor() as cur:
-        # Numbers drawn under the lock are above every seq already committed, and nobody else
-        # can commit a seq until this transaction ends.
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (COMMIT_ORDER_LOCK,))
-        cur.execute(_NEXT_SEQS, (len(events),))
-        seqs = sorted(int(row[0]) for row in cur.fetchall())
-        newest: dict[str, int] = {}
-        with cur.copy(_COPY) as copy:
-            for seq, event in zip(seqs, events, strict=True):
-                copy.write_row((seq, event.channel, f'{{"v":1,"seq":{seq}{event.tail}'))
-                newest[event.channel] = seq
-        cur.execute(_PROGRESS, (slot, batch.last_commit_lsn))
-        cur.execute(_WAKE, (list(newest), list(newest.values())))
-    return seqs[-1]
+    rows = conn.execute(_APPEND, {
+        **params,
+        "lock": COMMIT_ORDER_LOCK,
+        "n": len(batch.events),
+        "channels": [event.channel for event in batch.events],
+        "tails": [event.tail for event in batch.events],
+    }).fetchall()
+    return max(int(row[0]) for row in rows)
