@@ -213,7 +213,8 @@ def main() -> None:
         if dsn is None:
             from tests.fix_logical import logical_cluster
 
-            server = stack.enter_context(logical_cluster(fsync=args.fsync, full_page_writes=args.fsync))
+            cluster = logical_cluster(fsync=args.fsync, full_page_writes=args.fsync)
+            server = stack.enter_context(cluster)
             with psycopg.connect(server, autocommit=True) as conn:
                 conn.execute("CREATE DATABASE relay_load")
             dsn = psycopg.conninfo.make_conninfo(server, dbname="relay_load")
