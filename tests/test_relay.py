@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import signal
 import threading
@@ -280,3 +281,25 @@ def test_a_new_secret_from_a_reinstall_is_picked_up_at_once(wal_db: str) -> None
         wait_until(lambda: logged_ids(wal_db) == [2], what="the event under the new secret")
         stats = relay.stats
     assert stats is not None and stats.ignored == 0
+
+
+@pytest.mark.parametrize("replication", [False, True])
+def test_a_role_that_may_not_relay_gets_one_error_line(wal_db: str, replication: bool) -> None:
+    role = f"bw_norelay_{os.getpid()}_{int(replication)}"
+    with psycopg.connect(wal_db, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN {'REPLICATION' if replication else ''}")
+        if not replication:  # may read what the relay reads first: fails at the WAL itself
+            conn.execute(f"GRANT USAGE ON SCHEMA bookwatch TO {role}")
+            conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA bookwatch TO {role}")
+    try:
+        as_role = psycopg.conninfo.make_conninfo(wal_db, user=role)
+        result = run_bookwatch("relay", "--dsn", as_role, timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert "Error:" in result.stderr and "Traceback" not in result.stderr
+        assert "install-triggers" in result.stderr  # the hint: relay as the installer
+        assert ("may not read the WAL" in result.stderr) == (not replication)
+        assert slot_active_pid(wal_db) is None
+    finally:
+        with psycopg.connect(wal_db, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")

@@ -17,11 +17,16 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from pgwatch_cli import console
-from pgwatch_cli.errors import NotInstalled
+from pgwatch_cli.errors import BookwatchError, NotInstalled
 from pgwatch_cli.stream import relay_store
 from pgwatch_cli.stream.relay import Relay, RelayStats
 from pgwatch_cli.stream.relay_leader import RETRY_S, connect_store
-from pgwatch_cli.stream.replication import ReplicationLost, SlotBusy, SlotMissing
+from pgwatch_cli.stream.replication import (
+    ReplicationForbidden,
+    ReplicationLost,
+    SlotBusy,
+    SlotMissing,
+)
 
 PLAIN_STATUS_EVERY_S = 30.0  # when stderr is not a terminal: a line this often, not a redraw
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -64,6 +69,18 @@ def _relay_until(
             status.show(f"standby: {exc}; taking over when it stops")
         except SlotMissing:
             raise _no_slot(relay.stats.slot or "bookwatch_<oid>") from None
+        except ReplicationForbidden as exc:
+            raise RelayForbidden(
+                f"This role may not read the WAL: {exc}.",
+                hint="Relay as the role that ran install-triggers, with REPLICATION "
+                "(ALTER ROLE name REPLICATION) or as a superuser.",
+            ) from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise RelayForbidden(
+                f"This role may not relay: {_first_line(exc)}.",
+                hint="The relay reads bookwatch.wal_secret and writes the change log: run it "
+                "as the role that ran install-triggers.",
+            ) from None
         except (ReplicationLost, psycopg.OperationalError) as exc:
             status.show(f"relay interrupted ({_first_line(exc)}); retrying")
             if store.broken or store.closed:
@@ -72,6 +89,10 @@ def _relay_until(
         else:
             status.relaying(relay.stats)
         stop.wait(RETRY_S)
+
+
+class RelayForbidden(BookwatchError):
+    """This role may not relay."""
 
 
 def _no_slot(slot: str) -> NotInstalled:

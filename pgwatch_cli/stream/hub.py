@@ -158,6 +158,9 @@ class Hub:
                 for sub in lagging:
                     self.cut += 1
                     self._forget(sub)
+                # The source may hand over a whole page of the log at once: let subscribers
+                # drain between events, or a burst larger than their queues cuts them all.
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

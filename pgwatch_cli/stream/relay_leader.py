@@ -22,12 +22,15 @@ from pgwatch_cli import db
 from pgwatch_cli.stream.relay import Relay, RelayStats
 from pgwatch_cli.stream.replication import (
     RELAY_APPLICATION_NAME,
+    ReplicationForbidden,
     ReplicationLost,
     SlotBusy,
     SlotMissing,
 )
 
 RETRY_S = 2.5
+# A role that may not relay (no REPLICATION, or not the installer) asks again this seldom.
+FORBIDDEN_RETRY_S = 60.0
 NOTICE_INTERVAL_S = 60.0
 STOP_TIMEOUT_S = 5.0
 
@@ -70,10 +73,14 @@ class BackgroundRelay:
         store: psycopg.Connection[TupleRow] | None = None
         try:
             while not self._stop.is_set():
+                wait = self.retry_s
                 try:
                     if store is None or store.closed:
                         store = connect_store(self.dsn)
                     self._attempt(store)
+                except (ReplicationForbidden, psycopg.errors.InsufficientPrivilege) as exc:
+                    self._say(f"not relaying the WAL from this process: {_first_line(exc)}")
+                    wait = FORBIDDEN_RETRY_S
                 except (SlotBusy, SlotMissing):
                     pass  # someone else relays, or nothing is in wal mode: look again later
                 except psycopg.errors.UndefinedTable:
@@ -83,7 +90,7 @@ class BackgroundRelay:
                         store.close()
                         store = None
                     self._say(f"relay: {_first_line(exc)}; retrying")
-                self._stop.wait(self.retry_s)
+                self._stop.wait(wait)
         finally:
             if store is not None:
                 store.close()

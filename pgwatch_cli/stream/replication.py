@@ -37,6 +37,10 @@ class ReplicationLost(Exception):
     """The replication connection ended or failed."""
 
 
+class ReplicationForbidden(Exception):
+    """The role may not open a replication connection (needs REPLICATION or superuser)."""
+
+
 class ReplicationStream:
     """A started logical replication stream: read CopyData frames, send status updates."""
 
@@ -55,7 +59,16 @@ class ReplicationStream:
             "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
             "application_name": RELAY_APPLICATION_NAME,
         }
-        conn = psycopg.connect(dsn, autocommit=True, replication="database", **params)
+        try:
+            conn = psycopg.connect(dsn, autocommit=True, replication="database", **params)
+        except psycopg.OperationalError as exc:
+            # libpq keeps no SQLSTATE for a refused connection: the server's words it is
+            # (PostgreSQL 15: "must be superuser or replication role ..."; 16+: "permission
+            # denied to start WAL sender").
+            text = str(exc)
+            if "replication role" in text or "permission denied to start WAL sender" in text:
+                raise ReplicationForbidden(_first_line(exc)) from None
+            raise
         command = sql.SQL("START_REPLICATION SLOT {} LOGICAL {} ({})").format(
             sql.Identifier(slot),
             sql.SQL(start_lsn),
@@ -130,3 +143,9 @@ class ReplicationStream:
 
     def _error_text(self) -> str:
         return self._pgconn.error_message.decode("utf-8", "replace").strip() or "connection lost"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first.rsplit("FATAL:", 1)[-1].strip()
