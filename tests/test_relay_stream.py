@@ -276,3 +276,17 @@ def test_failover_between_two_listeners_within_ten_seconds(wal_db: str) -> None:
     assert failover_s < 10
     rest = [json.loads(text)["id"] for _, text in list(outputs[survivor].queue)]
     assert rest == list(range(2, 2 + len(rest)))  # nothing lost, nothing twice
+
+
+def test_a_stream_started_before_wal_mode_was_installed_relays_and_delivers(
+    logical_db: str,
+) -> None:
+    async def scenario() -> list[ChangeEvent]:
+        async with ChangeStream(logical_db, check_interval=0.5) as stream:
+            assert stream.background_relay is None  # nothing to relay yet
+            await asyncio.to_thread(install_wal, logical_db)
+            await asyncio.to_thread(write, logical_db, [1, 2])
+            return [event async for event in _first(stream, 2)]
+
+    got = run(scenario())
+    assert [(e.id, e.seq) for e in got] == [(1, 1), (2, 2)]

@@ -214,7 +214,10 @@ class ChangeStream:
             await events.aclose()
         items, self._items = self._items, None
         if items is not None:
-            await items.aclose()
+            # Still running in a task that was not stopped first (e.g. a hub pump left behind
+            # by a timeout): closing the connection below ends it instead.
+            with contextlib.suppress(RuntimeError):
+                await items.aclose()
         await self._close_connection()
         relay, self.background_relay = self.background_relay, None
         if relay is not None:
@@ -291,12 +294,13 @@ class ChangeStream:
                 # log, the check is a read: it also notices a recreated log and any lost wake-up.
                 heard_at = monotonic()
                 self._report_invalid()
+                if not (self._durable or self._log_gone) and await self._log_appeared(conn):
+                    self._durable = True
+                    self.last_seq = self.last_seq or 0  # a new log: all of it is new to us
                 if self._durable or self._log_gone:
                     async with contextlib.aclosing(self._read(conn)) as log:
                         async for item in log:
                             yield item
-                else:
-                    await _fetch(conn, "SELECT 1", {}, self.check_interval + 3.0)
                 continue
             # stop_after=1 ends the round after the first packet of notifications: the
             # connection is free again for the read they ask for.
@@ -391,9 +395,13 @@ class ChangeStream:
                 self.log_id = log_id
                 self.last_seq = 0
                 self.stats.replaced += 1
+                await self._start_relay(conn)  # a reinstall may have put tables in wal mode
                 yield replaced
                 continue
-            self.log_id = log_id  # also adopts the id a v1 log gets when upgraded in place
+            if self.log_id is None and log_id is not None:
+                # A log installed or upgraded in place (v1 has no log_id) under this stream.
+                await self._start_relay(conn)
+            self.log_id = log_id
             logged = [(seq, payload) for seq, payload in rows if seq is not None]
             for seq, payload in logged:
                 try:
@@ -407,6 +415,14 @@ class ChangeStream:
             if len(logged) < PAGE:
                 return
             timeout = READ_TIMEOUT_S
+
+    async def _log_appeared(self, conn: AsyncConn) -> bool:
+        """The liveness check of a stream without a log: is there one now?"""
+        try:
+            await _fetch(conn, _LOG_STATE, {"channel": self.channel}, self.check_interval + 3.0)
+        except _NO_LOG:
+            return False
+        return True
 
     def _lost_log(self) -> None:
         if not self._log_gone and self._durable:
