@@ -120,20 +120,32 @@ def _relay(dsn: str) -> Iterator[subprocess.Popen[bytes]]:
 def ceiling(dsn: str, writers: int, seconds: float) -> dict[str, Any]:
     before = _logged(dsn)
     with _relay(dsn) as relay:
-        cpu_before = _cpu(relay.pid)
+        # The relay's three processes: the walsender decoding the WAL, the relay, the backend
+        # serving its appends.
+        with psycopg.connect(dsn) as conn:
+            walsender = conn.execute("SELECT pid FROM pg_stat_replication").fetchone()
+            backend = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'bookwatch relay'"
+                " AND backend_type = 'client backend'").fetchone()
+        pids = {"relay": relay.pid, "walsender": walsender[0] if walsender else None,
+                "relay_backend": backend[0] if backend else None}
+        cpu_before = {name: _cpu(pid) for name, pid in pids.items() if pid}
         written, took = _writers(dsn, "wal", "ceiling", writers, 0, seconds)
         appended_at_end = _logged(dsn) - before
         ended = time.monotonic()
         while _logged(dsn) - before < written and time.monotonic() - ended < 120:
             time.sleep(0.05)
         caught_up_s = time.monotonic() - ended
-        relay_cpu_s = _cpu(relay.pid) - cpu_before
+        cpu = {name: _cpu(pids[name]) - start for name, start in cpu_before.items()}
+    total_s = took + caught_up_s
     return {
         "writers": writers, "seconds": round(took, 1), "written": written,
         "written_per_s": round(written / took), "appended_per_s": round(appended_at_end / took),
         "lag_events_at_end": written - appended_at_end,
         "caught_up_after_s": round(caught_up_s, 2),
-        "relay_cpu_percent_of_one_core": round(100 * relay_cpu_s / (took + caught_up_s)),
+        "cpu_percent_of_one_core": {name: round(100 * used / total_s)
+                                    for name, used in cpu.items()},
+        "relay_chain_cpu_us_per_event": round(1e6 * sum(cpu.values()) / max(written, 1)),
     }
 
 

@@ -85,6 +85,7 @@ def progress(conn: Conn, slot: str) -> str | None:
 # can commit one until this statement's transaction ends) handed out in ascending order to the
 # events in commit order, the progress, and one wake-up per channel carrying its newest seq.
 # nextval runs in the projection of a join with the lock's row, so never before the lock.
+# The arrays go in binary (%b): as text, every quote of the event JSON would be escaped.
 _APPEND = """
 WITH locked AS (
     SELECT pg_catalog.pg_advisory_xact_lock(%(lock)s)
@@ -95,7 +96,7 @@ WITH locked AS (
 ), appended AS (
     INSERT INTO bookwatch.change_log (seq, channel, payload)
     SELECT drawn.seq, e.channel, '{"v":1,"seq":' || drawn.seq || e.tail
-      FROM unnest(%(channels)s::text[], %(tails)s::text[]) WITH ORDINALITY AS e(channel, tail, o)
+      FROM unnest(%(channels)b::text[], %(tails)b::text[]) WITH ORDINALITY AS e(channel, tail, o)
       JOIN drawn USING (o)
     RETURNING seq, channel
 ), progress AS (
