@@ -303,3 +303,23 @@ def test_a_role_that_may_not_relay_gets_one_error_line(wal_db: str, replication:
         with psycopg.connect(wal_db, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+def test_housekeeping_runs_on_the_relays_connection(
+    wal_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgwatch_cli.stream import relay as relay_module
+
+    monkeypatch.setattr(relay_module, "HOUSEKEEPING_EVERY_S", 0.0)
+    calls: list[str] = []
+
+    def housekeeping(conn: psycopg.Connection) -> None:
+        calls.append(conn.execute("SELECT current_database()").fetchone()[0])
+
+    relay = BackgroundRelay(wal_db, [].append, retry_s=0.2, housekeeping=housekeeping)
+    relay.start()
+    try:
+        wait_until(lambda: len(calls) >= 2, 10, "housekeeping")
+    finally:
+        relay.stop()
+    assert set(calls) == {psycopg.conninfo.conninfo_to_dict(wal_db)["dbname"]}

@@ -18,7 +18,7 @@ from psycopg.rows import TupleRow
 
 from pgwatch_cli import console
 from pgwatch_cli.errors import BookwatchError, NotInstalled
-from pgwatch_cli.stream import relay_store
+from pgwatch_cli.stream import relay_leader, relay_store
 from pgwatch_cli.stream.relay import Relay, RelayStats
 from pgwatch_cli.stream.relay_leader import RETRY_S, connect_store
 from pgwatch_cli.stream.replication import (
@@ -62,7 +62,8 @@ def _relay_until(
     stop: threading.Event, dsn: str, store: psycopg.Connection[TupleRow], status: StatusLine
 ) -> None:
     while not stop.is_set():
-        relay = Relay(dsn, store, stop=stop, on_status=status.relaying)
+        relay = Relay(dsn, store, stop=stop, on_status=status.relaying,
+                      housekeeping=relay_leader.housekeeping)
         try:
             relay.run()
         except SlotBusy as exc:

@@ -32,6 +32,11 @@ MAX_BATCH_EVENTS = 5000
 MAX_BATCH_WAIT_S = 0.005
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 EVENT_HEAD = ',"table":'
+HOUSEKEEPING_EVERY_S = 60.0
+
+# Work a relay does now and then on its own connection (the retention policy: capture's
+# prune.apply_retention); it must not raise for "nothing to do".
+Housekeeping = Callable[[psycopg.Connection[TupleRow]], object]
 
 
 @dataclass
@@ -77,6 +82,7 @@ class Relay:
         stop: threading.Event,
         on_status: Callable[[RelayStats], None] | None = None,
         status_every_s: float = 1.0,
+        housekeeping: Housekeeping | None = None,
     ) -> None:
         self.dsn = dsn
         self.stats = RelayStats()
@@ -84,6 +90,8 @@ class Relay:
         self._stop = stop
         self._on_status = on_status
         self._status_every_s = status_every_s
+        self._housekeeping = housekeeping
+        self._housekept_at = monotonic()
         self._secrets: frozenset[bytes] = frozenset()
 
     def run(self) -> None:
@@ -133,6 +141,7 @@ class Relay:
                     reported_at = monotonic()
                     self._report()
                 if raw is None:
+                    self._housekeep()
                     if monotonic() - status_sent_at >= STATUS_INTERVAL_S:
                         stream.send(pgoutput.standby_status(confirmed))
                         status_sent_at = monotonic()
@@ -217,6 +226,14 @@ class Relay:
         current = relay_store.secrets(self._store)
         # Messages written under an earlier secret may still wait in the slot: keep those too.
         self._secrets = self._secrets | {s.encode() for s in current}
+
+    def _housekeep(self) -> None:
+        if self._housekeeping is None:
+            return
+        if monotonic() - self._housekept_at < HOUSEKEEPING_EVERY_S:
+            return
+        self._housekept_at = monotonic()
+        self._housekeeping(self._store)
 
     def _report(self) -> None:
         if self._on_status is not None:

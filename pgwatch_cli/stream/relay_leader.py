@@ -19,7 +19,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from pgwatch_cli import db
-from pgwatch_cli.stream.relay import Relay, RelayStats
+from pgwatch_cli.stream.relay import Housekeeping, Relay, RelayStats
 from pgwatch_cli.stream.replication import (
     RELAY_APPLICATION_NAME,
     ReplicationForbidden,
@@ -47,10 +47,18 @@ def connect_store(dsn: str) -> psycopg.Connection[TupleRow]:
 class BackgroundRelay:
     """A daemon thread that relays whenever the slot is free, until ``stop()``."""
 
-    def __init__(self, dsn: str, notice: Notice, *, retry_s: float = RETRY_S) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        notice: Notice,
+        *,
+        retry_s: float = RETRY_S,
+        housekeeping: Housekeeping | None = None,
+    ) -> None:
         self.dsn = dsn
         self.notice = notice
         self.retry_s = retry_s
+        self.housekeeping = housekeeping
         self.leading = False
         self.relay: Relay | None = None
         self._stop = threading.Event()
@@ -96,7 +104,7 @@ class BackgroundRelay:
                 store.close()
 
     def _attempt(self, store: psycopg.Connection[TupleRow]) -> None:
-        relay = Relay(self.dsn, store, stop=self._stop)
+        relay = Relay(self.dsn, store, stop=self._stop, housekeeping=self.housekeeping)
         self.relay = relay
         try:
             self.leading = True
@@ -127,12 +135,18 @@ _registry: dict[str, _Shared] = {}
 _registry_lock = threading.Lock()
 
 
+# What every background relay (and ``bookwatch relay``) runs now and then on its connection:
+# the retention policy, once the capture side's prune.apply_retention is wired in here.
+housekeeping: Housekeeping | None = None
+
+
 def acquire(dsn: str, notice: Notice) -> BackgroundRelay:
     """This process's background relay for ``dsn``, started on first use."""
     with _registry_lock:
         shared = _registry.get(dsn)
         if shared is None:
-            shared = _registry[dsn] = _Shared(BackgroundRelay(dsn, notice))
+            relay = BackgroundRelay(dsn, notice, housekeeping=housekeeping)
+            shared = _registry[dsn] = _Shared(relay)
             shared.relay.start()
         shared.users += 1
         return shared.relay
