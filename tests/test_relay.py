@@ -323,3 +323,30 @@ def test_housekeeping_runs_on_the_relays_connection(
     finally:
         relay.stop()
     assert set(calls) == {psycopg.conninfo.conninfo_to_dict(wal_db)["dbname"]}
+
+
+def test_relay_command_waits_while_the_log_is_missing(wal_db: str) -> None:
+    from tests.relay_helpers import create_log
+
+    relay = spawn_bookwatch("relay", "--dsn", wal_db)
+    try:
+        wait_until(lambda: slot_active_pid(wal_db) is not None, 20, "the relay")
+        with psycopg.connect(wal_db) as conn:
+            conn.execute("DROP SCHEMA bookwatch CASCADE")
+            conn.execute("CREATE SCHEMA bookwatch")
+            conn.execute("CREATE TABLE bookwatch.wal_secret (secret text)")
+            conn.execute("INSERT INTO bookwatch.wal_secret VALUES ('s')")
+            emit(conn, 1)  # relayed while there is no change log: waits in the slot
+        time.sleep(1.0)  # the relay meets the missing log
+        assert relay.poll() is None
+        create_log(wal_db)
+        with psycopg.connect(wal_db) as conn:
+            conn.execute("INSERT INTO bookwatch.wal_secret VALUES ('s')")
+        wait_until(lambda: logged_ids(wal_db) == [1], 20, "the waiting event")
+        relay.send_signal(signal.SIGTERM)
+        _, stderr = relay.communicate(timeout=20)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+    assert relay.returncode == 0
+    assert "change log is missing" in stderr

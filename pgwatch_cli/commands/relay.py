@@ -19,6 +19,7 @@ from psycopg.rows import TupleRow
 from pgwatch_cli import console
 from pgwatch_cli.errors import BookwatchError, NotInstalled
 from pgwatch_cli.stream import relay_leader, relay_store
+from pgwatch_cli.stream.pgoutput import ProtocolError
 from pgwatch_cli.stream.relay import Relay, RelayStats
 from pgwatch_cli.stream.relay_leader import RETRY_S, connect_store
 from pgwatch_cli.stream.replication import (
@@ -82,7 +83,10 @@ def _relay_until(
                 hint="The relay reads bookwatch.wal_secret and writes the change log: run it "
                 "as the role that ran install-triggers.",
             ) from None
-        except (ReplicationLost, psycopg.OperationalError) as exc:
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+            # remove-triggers --drop-log, a reinstall on its way: the slot keeps the events.
+            status.show("the change log is missing; waiting for it (events wait in the slot)")
+        except (ReplicationLost, ProtocolError, psycopg.OperationalError) as exc:
             status.show(f"relay interrupted ({_first_line(exc)}); retrying")
             if store.broken or store.closed:
                 store.close()

@@ -23,7 +23,6 @@ from pgwatch_cli.stream.relay import Housekeeping, Relay, RelayStats
 from pgwatch_cli.stream.replication import (
     RELAY_APPLICATION_NAME,
     ReplicationForbidden,
-    ReplicationLost,
     SlotBusy,
     SlotMissing,
 )
@@ -93,7 +92,7 @@ class BackgroundRelay:
                     pass  # someone else relays, or nothing is in wal mode: look again later
                 except psycopg.errors.UndefinedTable:
                     pass  # the slot exists but the log is being (re)created
-                except (ReplicationLost, psycopg.Error, OSError) as exc:
+                except Exception as exc:  # lost connection, protocol surprise: try again
                     if store is not None and store.broken:
                         store.close()
                         store = None
