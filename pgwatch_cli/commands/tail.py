@@ -124,6 +124,8 @@ class LiveTable:
 
     def _render(self) -> Table:
         state = "listening" if self._stream.connected else "[red]reconnecting…[/red]"
+        if self._stream.relaying:
+            state += " · relaying the WAL"
         table = Table(
             title=f"bookwatch tail · channel {self._stream.channel} · {state}",
             title_justify="left",
