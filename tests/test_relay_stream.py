@@ -180,14 +180,29 @@ def test_an_unknown_schema_version_is_an_error(wal_db: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+def _listening(dsn: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity"
+                           " WHERE application_name = 'bookwatch listener'").fetchone()
+    return row is not None and row[0] > 0
+
+
 def test_tail_no_relay_leaves_the_slot_alone(wal_db: str) -> None:
-    result = run_bookwatch("tail", "--no-relay", "--json", "--timeout", "4", "--dsn", wal_db)
-    assert result.returncode == 0
-    with psycopg.connect(wal_db) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_stat_replication").fetchone()
-    assert row == (0,)
-    write(wal_db, [1])  # nothing relays: the event waits in the slot
-    assert _logged_count(wal_db) == 0
+    tail = spawn_bookwatch("tail", "--no-relay", "--json", "--dsn", wal_db)
+    try:
+        wait_until(lambda: _listening(wal_db), 20, "tail to listen")
+        write(wal_db, [1])
+        watched_until = time.monotonic() + 4  # longer than a background relay's retry
+        while time.monotonic() < watched_until:
+            assert slot_active_pid(wal_db) is None
+            time.sleep(0.1)
+        assert _logged_count(wal_db) == 0  # nothing relays: the event waits in the slot
+        relay = spawn_bookwatch("tail", "--json", "--count", "1", "--dsn", wal_db)
+        stdout, _ = relay.communicate(timeout=30)  # one that may relay delivers it
+        assert json.loads(stdout)["id"] == 1
+    finally:
+        tail.send_signal(signal.SIGTERM)
+        tail.wait(20)
 
 
 def test_a_late_hub_subscriber_gets_log_replaced_through_items(wal_db: str) -> None:
