@@ -63,6 +63,7 @@ class BackgroundRelay:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bookwatch relay", daemon=True)
         self._noticed: dict[str, float] = {}
+        self._forbidden_said = False
 
     def start(self) -> None:
         self._thread.start()
@@ -86,7 +87,13 @@ class BackgroundRelay:
                         store = connect_store(self.dsn)
                     self._attempt(store)
                 except (ReplicationForbidden, psycopg.errors.InsufficientPrivilege) as exc:
-                    self._say(f"not relaying the WAL from this process: {_first_line(exc)}")
+                    # Said once: a reader role's tail would otherwise repeat it forever.
+                    if not self._forbidden_said:
+                        self._forbidden_said = True
+                        self.notice(
+                            f"not relaying the WAL from this process ({_first_line(exc)}); "
+                            "events arrive while a process with the installer's role relays"
+                        )
                     wait = FORBIDDEN_RETRY_S
                 except (SlotBusy, SlotMissing):
                     pass  # someone else relays, or nothing is in wal mode: look again later
