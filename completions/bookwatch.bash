@@ -27,7 +27,7 @@ _bookwatch() {
             if [[ $cur == -* ]]; then
                 _bookwatch_reply -W "--debug --help --version -h"
             else
-                _bookwatch_reply -W "bench init-demo install-triggers prune remove-triggers serve simulate status tail"
+                _bookwatch_reply -W "bench init-demo install-triggers prune relay remove-triggers serve simulate status tail"
             fi
             ;;
         bench)
@@ -68,6 +68,16 @@ _bookwatch() {
             esac
             if [[ $cur == -* ]]; then
                 _bookwatch_reply -W "--dry-run --dsn --embedded --help --keep-last --older-than -h"
+            else
+                COMPREPLY=()
+            fi
+            ;;
+        relay)
+            case "$prev" in
+                --dsn) COMPREPLY=(); return ;;
+            esac
+            if [[ $cur == -* ]]; then
+                _bookwatch_reply -W "--dsn --embedded --help -h"
             else
                 COMPREPLY=()
             fi
@@ -119,7 +129,7 @@ _bookwatch() {
                 --actor|--channel|--count|--dsn|--id|--since|--table|--timeout|-t) COMPREPLY=(); return ;;
             esac
             if [[ $cur == -* ]]; then
-                _bookwatch_reply -W "--action --actor --channel --count --dsn --embedded --help --id --json --since --table --timeout -a -h -t"
+                _bookwatch_reply -W "--action --actor --channel --count --dsn --embedded --help --id --json --no-relay --since --table --timeout -a -h -t"
             else
                 COMPREPLY=()
             fi

@@ -10,6 +10,7 @@ complete -c bookwatch -n '__fish_use_subcommand' -a bench -d 'Measure notify lat
 complete -c bookwatch -n '__fish_use_subcommand' -a init-demo -d 'Create a hotel\'s booking tables (bookings, guests, rooms) with sample data, and install triggers on them: the README\'s story of Anna and Ben editing booking #123.'
 complete -c bookwatch -n '__fish_use_subcommand' -a install-triggers -d 'Install the change-capture function and triggers (idempotent, one transaction).'
 complete -c bookwatch -n '__fish_use_subcommand' -a prune -d 'Delete old events from the change log (always the oldest ones, in seq order).'
+complete -c bookwatch -n '__fish_use_subcommand' -a relay -d 'Run the wal relay in the foreground (WAL -> change log) until Ctrl-C or SIGTERM.'
 complete -c bookwatch -n '__fish_use_subcommand' -a remove-triggers -d 'Remove bookwatch triggers (all, or --table); the change log stays unless --drop-log.'
 complete -c bookwatch -n '__fish_use_subcommand' -a serve -d 'Relay change events to browsers over Server-Sent Events (GET /events).'
 complete -c bookwatch -n '__fish_use_subcommand' -a simulate -d 'Play an edit conflict three ways (baseline, refresh, merge) on a scratch schema.'
@@ -61,6 +62,11 @@ complete -c bookwatch -n '__fish_seen_subcommand_from prune' -l embedded -d 'Use
 complete -c bookwatch -n '__fish_seen_subcommand_from prune' -l help -s h -d 'Show this message and exit.'
 complete -c bookwatch -n '__fish_seen_subcommand_from prune' -l keep-last -x -d 'Delete all but the newest N events.'
 complete -c bookwatch -n '__fish_seen_subcommand_from prune' -l older-than -x -d 'Delete events logged longer ago than this, e.g. 7d, 12h.'
+
+# relay
+complete -c bookwatch -n '__fish_seen_subcommand_from relay' -l dsn -x -d 'PostgreSQL connection string (URI or key=value). Default: $BOOKWATCH_DSN, $DATABASE_URL, the libpq environment (PGHOST…), else the embedded server. Prefer the environment variables: a --dsn value is visible to other users in ps.'
+complete -c bookwatch -n '__fish_seen_subcommand_from relay' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
+complete -c bookwatch -n '__fish_seen_subcommand_from relay' -l help -s h -d 'Show this message and exit.'
 
 # remove-triggers
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l drop-log -d 'Also drop schema bookwatch with the change log.'
@@ -117,6 +123,7 @@ complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l embedded -d 'Use 
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l help -s h -d 'Show this message and exit.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l id -x -d 'Only the row with this primary key (repeatable).'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l json -d 'One JSON event per line (default when piped).'
+complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l no-relay -d 'Never relay the WAL from this process (wal mode: another process must run the relay).'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l since -x -d 'First replay logged events with seq > SEQ.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l table -s t -x -d 'Only this table (repeatable); NAME or SCHEMA.NAME.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l timeout -x -d 'Exit after this many seconds.'

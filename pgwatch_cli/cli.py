@@ -542,6 +542,10 @@ def tail(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON event per line (default when piped).")
     ] = False,
+    no_relay: Annotated[
+        bool, typer.Option("--no-relay", help="Never relay the WAL from this process (wal "
+                           "mode: another process must run the relay).")
+    ] = False,
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
 ) -> None:
@@ -561,8 +565,23 @@ def tail(
             since=since,
             as_json=as_json,
             same_server=same_server(),
+            relay=not no_relay,
         )
     )
+
+
+@app.command()
+@guarded
+def relay(
+    dsn: DsnOption = None,
+    embedded: EmbeddedOption = False,
+) -> None:
+    """Run the wal relay in the foreground (WAL -> change log) until Ctrl-C or SIGTERM."""
+    from pgwatch_cli.commands import relay as relaying
+
+    code = relaying.run(relaying.RelayOptions(dsn=database(dsn, embedded)))
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

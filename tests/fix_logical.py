@@ -68,15 +68,17 @@ def _as_server_user(home: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def logical_cluster() -> Iterator[str]:
-    """Start a throwaway cluster with logical decoding; yield its DSN; stop and delete it."""
+def logical_cluster(**overrides: str) -> Iterator[str]:
+    """Start a throwaway cluster with logical decoding; yield its DSN; stop and delete it.
+    ``overrides`` replace settings (benchmarks run with ``fsync="on"``)."""
     home = Path(tempfile.mkdtemp(prefix="bookwatch-logical-", dir="/tmp"))
     home.chmod(0o755)
     prefix = _as_server_user(home)
     binaries = _binaries()
     data = home / "data"
     port = _free_port()
-    options = " ".join(f"-c {key}={value}" for key, value in SETTINGS.items())
+    settings = {**SETTINGS, **overrides}
+    options = " ".join(f"-c {key}={value}" for key, value in settings.items())
     started = False
     try:
         subprocess.run(

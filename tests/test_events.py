@@ -53,3 +53,25 @@ def test_junk_is_refused_with_a_reason(junk):
     with pytest.raises(InvalidPayload) as refused:
         parse(junk)
     assert str(refused.value)
+
+
+def test_a_changed_copy_reports_its_new_text_not_the_original_payload():
+    event = parse(PAYLOAD)
+    copy = event.model_copy(update={"actor": "Ben"})
+    assert json.loads(copy.to_wire())["actor"] == "Ben"
+    assert event.to_wire() == PAYLOAD  # the original is untouched
+    assert event.model_copy().to_wire() == PAYLOAD  # an unchanged copy stays verbatim
+
+
+def test_truncate_events_have_no_key():
+    payload = PAYLOAD.replace('"UPDATE"', '"TRUNCATE"').replace('"id":123', '"id":null')
+    payload = payload.replace('"pk":{"id": 123}', '"pk":null')
+    event = parse(payload)
+    assert event.action == "TRUNCATE" and event.pk is None and event.id_text == "?"
+
+
+def test_old_pk_is_optional_and_kept():
+    assert parse(PAYLOAD).old_pk is None
+    event = parse(PAYLOAD[:-1] + ',"old_pk":{"id":122}}')
+    assert event.old_pk == {"id": 122}
+    assert json.loads(event.to_wire())["old_pk"] == {"id": 122}

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
-from pgwatch_cli.stream.events import ChangeEvent, parse
+from pgwatch_cli.stream.events import ChangeEvent, LogReplaced, StreamItem, parse
 from pgwatch_cli.stream.hub import Hub, SourceEnded, SubscriberLagged, Subscription
 from pgwatch_cli.stream.listener import ChangeStream
 from tests.test_listener import make_items, run, write_items
@@ -120,6 +120,57 @@ def test_subscribers_learn_when_the_source_ends_or_fails() -> None:
     failed = run(scenario(RuntimeError("boom")))
     with pytest.raises(SourceEnded, match="boom"):
         run(anext(failed))
+
+
+def test_a_subscriber_arriving_after_the_source_failed_learns_it_at_once() -> None:
+    async def scenario() -> None:
+        source = Source()
+        hub = Hub(source)
+        pump = asyncio.create_task(hub.run())
+        source.queue.put_nowait(RuntimeError("boom"))
+        with pytest.raises(RuntimeError):
+            await pump
+        late = hub.subscribe()
+        async with asyncio.timeout(5):  # it must not wait for events that never come
+            with pytest.raises(SourceEnded, match="boom"):
+                await anext(late)
+        ended = Hub(Source())
+        finished = asyncio.create_task(ended.run())
+        await asyncio.sleep(0.01)  # running, waiting for its source
+        finished.cancel()
+        await asyncio.gather(finished, return_exceptions=True)
+        async with asyncio.timeout(5):
+            with pytest.raises(StopAsyncIteration):
+                await anext(ended.subscribe())
+
+    run(scenario())
+
+
+class ItemsSource(Source):
+    """A source with items(), as a ChangeStream: events and LogReplaced markers."""
+
+    async def items(self) -> AsyncIterator[StreamItem]:
+        while (item := await self.queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+def test_log_replaced_reaches_every_subscriber_through_items() -> None:
+    async def scenario() -> tuple[list[StreamItem], list[int | None]]:
+        source = ItemsSource()
+        hub = Hub(source)
+        full, plain = hub.subscribe(), hub.subscribe()
+        pump = asyncio.create_task(hub.run())
+        for item in (event(1), LogReplaced("a", "b"), event(1)):
+            source.queue.put_nowait(item)  # type: ignore[arg-type]
+        source.queue.put_nowait(None)
+        await pump
+        return [item async for item in full.items()], [e.seq async for e in plain]
+
+    items, events = run(scenario())
+    assert items == [event(1), LogReplaced("a", "b"), event(1)]
+    assert events == [1, 1]  # plain iteration: events only
 
 
 def test_cancelling_the_hub_ends_its_subscribers() -> None:

@@ -19,11 +19,11 @@ from pgwatch_cli.capture import triggers
 from pgwatch_cli.capture.tables import TableRef
 from pgwatch_cli.console import literal, visible, warn
 from pgwatch_cli.defaults import DEFAULT_CHANNEL
-from pgwatch_cli.stream.events import ChangeEvent
+from pgwatch_cli.stream.events import ChangeEvent, LogReplaced
 from pgwatch_cli.stream.filters import Filters
-from pgwatch_cli.stream.listener import ChangeStream
+from pgwatch_cli.stream.listener import ChangeStream, describe_replacement
 
-ACTION_STYLES = {"INSERT": "green", "UPDATE": "yellow", "DELETE": "red"}
+ACTION_STYLES = {"INSERT": "green", "UPDATE": "yellow", "DELETE": "red", "TRUNCATE": "magenta"}
 MAX_TABLE_ROWS = 40
 COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
     ("time", "left"), ("seq", "right"), ("table", "left"), ("action", "left"),
@@ -42,6 +42,7 @@ class TailOptions:
     as_json: bool = False
     # Options that make a suggested command reach the same server (``--dsn …``), for hints.
     same_server: str = ""
+    relay: bool = True  # relay the WAL in the background when no other process does
 
 
 def run(options: TailOptions) -> None:
@@ -90,7 +91,9 @@ def nothing_can_arrive(
 
 
 async def _tail(options: TailOptions, as_json: bool) -> None:
-    async with ChangeStream(options.dsn, channel=options.channel, since=options.since) as stream:
+    async with ChangeStream(
+        options.dsn, channel=options.channel, since=options.since, relay=options.relay
+    ) as stream:
         with JsonLines() if as_json else LiveTable(stream) as view:
             deadline = asyncio.timeout(options.timeout)
             try:
@@ -103,7 +106,11 @@ async def _tail(options: TailOptions, as_json: bool) -> None:
 
 async def _pump(stream: ChangeStream, options: TailOptions, view: JsonLines | LiveTable) -> None:
     shown = 0
-    async for event in stream:
+    async for event in stream.items():
+        if isinstance(event, LogReplaced):
+            # Nothing is lost: the new log's events follow from its start.
+            warn(describe_replacement(event))
+            continue
         if not options.filters.matches(event):
             continue
         view.show(event, datetime.now(UTC))
@@ -170,6 +177,8 @@ class LiveTable:
 
     def _render(self) -> Table:
         state = "listening" if self._stream.connected else "[red]reconnecting…[/red]"
+        if self._stream.relaying:
+            state += " · relaying the WAL"
         table = Table(
             title=f"bookwatch tail · channel {literal(self._stream.channel)} · {state}",
             title_justify="left",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-Action = Literal["INSERT", "UPDATE", "DELETE"]
+Action = Literal["INSERT", "UPDATE", "DELETE", "TRUNCATE"]
+# The actions ``tail --action`` filters on (SPEC); TRUNCATE events are accepted but not listed.
 ACTIONS: tuple[Action, ...] = ("INSERT", "UPDATE", "DELETE")
 JsonValue = Any
 
@@ -28,6 +31,8 @@ class ChangeEvent(BaseModel):
     action: Action
     id: JsonValue = None
     pk: dict[str, JsonValue] | None
+    # An UPDATE that changed the primary key also carries the key before the change.
+    old_pk: dict[str, JsonValue] | None = None
     actor: str | None
     changed: list[str] | None
     diff: dict[str, tuple[JsonValue, JsonValue]] | None
@@ -63,6 +68,13 @@ class ChangeEvent(BaseModel):
             return "?"
         return ",".join(str(value) for value in self.pk.values())
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            # The cached payload describes the original: a changed copy must serialize itself.
+            copy._wire = None
+        return copy
+
     def to_wire(self) -> str:
         """The JSON line that ``tail --json`` prints and SSE ``data:`` carries: the payload as
         received when there is one, else this model serialized."""
@@ -85,3 +97,17 @@ def parse(payload: str | bytes) -> ChangeEvent:
     if "\n" not in text:  # one event per line for JSON-lines and SSE data: fields
         event._wire = text
     return event
+
+
+@dataclass(frozen=True)
+class LogReplaced:
+    """The change log was recreated (a new ``log_id``): the consumer's cursor belongs to a log
+    that no longer exists. The stream goes on with the new log from its start; a consumer
+    holding state derived from the old one must refetch (serve: ``event: reset``)."""
+
+    old_log_id: str | None
+    new_log_id: str | None
+
+
+# What a ChangeStream's items() and a Hub subscription's items() yield.
+StreamItem = ChangeEvent | LogReplaced
