@@ -37,7 +37,7 @@ def run(coro: Awaitable[T], timeout: float = 60) -> T:
 def make_items(dsn: str, *, durable: bool = True) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
-    install(dsn, "items", durable=durable)
+    install(dsn, "items", mode="log" if durable else "notify")
 
 
 def write_items(dsn: str, ids: range, pause: float = 0.0) -> None:

@@ -19,6 +19,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from pgwatch_cli import db
+from pgwatch_cli.capture.prune import apply_retention
 from pgwatch_cli.stream.relay import Housekeeping, Relay, RelayStats
 from pgwatch_cli.stream.replication import (
     RELAY_APPLICATION_NAME,
@@ -142,8 +143,9 @@ _registry_lock = threading.Lock()
 
 
 # What every background relay (and ``bookwatch relay``) runs now and then on its connection:
-# the retention policy, once the capture side's prune.apply_retention is wired in here.
-housekeeping: Housekeeping | None = None
+# the change log's retention policy (install-triggers --retention), so the log stays bounded
+# wherever events are relayed.
+housekeeping: Housekeeping = apply_retention
 
 
 def acquire(dsn: str, notice: Notice) -> BackgroundRelay:

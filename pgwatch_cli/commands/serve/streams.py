@@ -24,7 +24,7 @@ from pgwatch_cli.commands.serve.fanout import Client, Fanout, reset_frame
 from pgwatch_cli.commands.serve.metrics import RelayCounters
 from pgwatch_cli.commands.serve.presence import Presence
 from pgwatch_cli.errors import DatabaseUnreachable
-from pgwatch_cli.stream.events import ChangeEvent, InvalidPayload
+from pgwatch_cli.stream.events import ChangeEvent, InvalidPayload, LogReplaced
 from pgwatch_cli.stream.filters import Filters
 from pgwatch_cli.stream.listener import ChangeStream, read_log
 
@@ -97,8 +97,11 @@ class Relay:
     async def pump(self) -> None:
         """Fan every event of the stream out until it ends or this task is cancelled."""
         deliver = self.fanout.deliver
-        async for event in self.stream:
-            deliver(event)
+        async for item in self.stream.items():
+            if isinstance(item, LogReplaced):
+                self.fanout.log_replaced()  # every client refetches: seqs start over
+            else:
+                deliver(item)
 
     async def heartbeats(self) -> None:
         while True:
