@@ -97,7 +97,7 @@ _bookwatch() {
                 --allow-origin|--channel|--client-buffer|--dsn|--heartbeat|--host|--max-clients|--max-lag|--port|--schema|--token|--workers) COMPREPLY=(); return ;;
             esac
             if [[ $cur == -* ]]; then
-                _bookwatch_reply -W "--allow-origin --channel --client-buffer --demo --dsn --embedded --heartbeat --help --host --insecure --max-clients --max-lag --port --schema --token --workers -h"
+                _bookwatch_reply -W "--allow-origin --channel --client-buffer --demo --dsn --embedded --heartbeat --help --host --insecure --max-clients --max-lag --no-relay --port --schema --token --workers -h"
             else
                 COMPREPLY=()
             fi
@@ -108,7 +108,7 @@ _bookwatch() {
                 --scenario) _bookwatch_reply -W "seed storm"; return ;;
             esac
             if [[ $cur == -* ]]; then
-                _bookwatch_reply -W "--bookings --dsn --embedded --help --json --random-seed --rounds --scenario --think-ms --users -h"
+                _bookwatch_reply -W "--bookings --dsn --embedded --help --json --no-relay --random-seed --rounds --scenario --think-ms --users -h"
             else
                 COMPREPLY=()
             fi

@@ -82,6 +82,10 @@ DryRunOption = Annotated[
     bool, typer.Option("--dry-run", help="Say what would change and print the SQL that would "
                        "run; change nothing.")
 ]
+NoRelayOption = Annotated[
+    bool, typer.Option("--no-relay", help="Never relay the WAL from this process (wal mode: "
+                       "another process, e.g. bookwatch relay, must run the relay).")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 
 # The server choice of the running command, for hints that name where it came from.
@@ -542,10 +546,7 @@ def tail(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON event per line (default when piped).")
     ] = False,
-    no_relay: Annotated[
-        bool, typer.Option("--no-relay", help="Never relay the WAL from this process (wal "
-                           "mode: another process must run the relay).")
-    ] = False,
+    no_relay: NoRelayOption = False,
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
 ) -> None:
@@ -700,6 +701,7 @@ def simulate(
         int | None, typer.Option("--seed", min=0, metavar="S", hidden=True, show_default=False)
     ] = None,
     as_json: JsonOption = False,
+    no_relay: NoRelayOption = False,
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
 ) -> None:
@@ -725,6 +727,7 @@ def simulate(
         rounds=rounds or defaults.rounds,
         bookings=bookings or defaults.bookings,
         think_ms=think_ms or defaults.think_ms,
+        relay=not no_relay,
     )
     simulation.simulate(database(dsn, embedded), options, as_json=as_json)
 
@@ -785,6 +788,7 @@ def serve(
                             help="Reset clients instead of relaying events older than this "
                             "(0: never).")
     ] = 10.0,
+    no_relay: NoRelayOption = False,
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
 ) -> None:
@@ -802,14 +806,17 @@ def serve(
         dsn=database(dsn, embedded), host=host, port=port, token=token or None,
         allow_origins=tuple(allow_origin or ()), insecure=insecure, demo=demo_page,
         schema=schema, channel=channel, heartbeat_s=heartbeat, client_buffer=client_buffer,
-        workers=processes, max_clients=max_clients, max_lag_s=max_lag,
+        workers=processes, max_clients=max_clients, max_lag_s=max_lag, relay=not no_relay,
     )
 
     def announce(running: server.Running) -> None:
         note(f"serving on {running.url}" + (f"  (demo page: {running.url}/)" if demo_page else ""))
 
-    if server.serve(options, ready=announce) == signal.SIGINT:
+    stopped_by = server.serve(options, ready=announce)
+    if stopped_by == signal.SIGINT:
         raise KeyboardInterrupt
+    if stopped_by == signal.SIGHUP:  # SIGTERM is serve's normal stop: exit 0
+        raise lifecycle.Terminated(signal.SIGHUP)
 
 
 def main() -> None:

@@ -55,6 +55,7 @@ class ServeOptions:
     demo: bool = False
     schema: str = "public"
     channel: str = DEFAULT_CHANNEL
+    relay: bool = True  # relay the WAL in the background when no other process does
     heartbeat_s: float = 15.0
     client_buffer: int = DEFAULT_CLIENT_BUFFER  # bytes
     workers: int = 1
@@ -186,18 +187,21 @@ class Stopper:
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
         self.stopped_by: int | None = None
-        self._signals: list[int] = []
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> Stopper:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                self._previous[sig] = signal.getsignal(sig)
                 self.loop.add_signal_handler(sig, self.on_signal, sig)
-                self._signals.append(sig)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig in self._signals:
+        for sig, previous in self._previous.items():
             self.loop.remove_signal_handler(sig)
+            # asyncio leaves the default action behind, which would end the process in the
+            # middle of the cleanup that follows; the CLI's own handler goes back instead.
+            signal.signal(sig, previous)
 
     def on_signal(self, sig: int) -> None:
         if self.stopped_by is None:
@@ -223,7 +227,8 @@ async def serve_on(
     access_log = logs.configure(debug)
     with Stopper() as stopper:
         presence = Presence()
-        async with ChangeStream(options.dsn, channel=options.channel) as stream, \
+        async with ChangeStream(options.dsn, channel=options.channel,
+                                relay=options.relay) as stream, \
                 presence_sync.shared(presence, options.dsn):
             fanout = Fanout(
                 RelayCounters(), buffer_bytes=options.client_buffer,

@@ -33,6 +33,7 @@ class Options:
     rounds: int = 10
     bookings: int = 3
     think_ms: float = 300.0
+    relay: bool = True  # relay the WAL in the background when no other process does
 
 
 def new_seed() -> int:
@@ -78,7 +79,7 @@ def _as_domain_error(failure: BaseException) -> BaseException:
 
 
 async def _play(area: Scratch, options: Options) -> SeedReport | StormReport:
-    async with event_hub(area.dsn, area.channel) as hub:
+    async with event_hub(area.dsn, area.channel, relay=options.relay) as hub:
         if options.scenario is Scenario.SEED:
             start = await seed.original(area)
             edits = seed.Edits.draw(options.seed, start)

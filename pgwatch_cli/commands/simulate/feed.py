@@ -131,9 +131,9 @@ class Commits:
 
 
 @contextlib.asynccontextmanager
-async def event_hub(dsn: str, channel: str) -> AsyncIterator[Hub]:
+async def event_hub(dsn: str, channel: str, *, relay: bool = True) -> AsyncIterator[Hub]:
     """The process's one ChangeStream on the scratch channel, fanned out by a running Hub."""
-    async with ChangeStream(dsn, channel=channel) as stream:
+    async with ChangeStream(dsn, channel=channel, relay=relay) as stream:
         hub = Hub(stream)
         task = asyncio.create_task(hub.run(), name="bookwatch simulate hub")
         try:
