@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fix_db", "tests.fix_cli", "tests.fix_logical"]
+pytest_plugins = ["tests.fix_db", "tests.fix_cli", "tests.fix_logical", "tests.fix_modes"]

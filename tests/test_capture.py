@@ -19,17 +19,6 @@ from pgwatch_cli.stream.events import parse
 from tests.capture_helpers import Listener, install, log_payloads, reader, slot_messages
 
 
-@pytest.fixture(params=["log", "wal"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def target(mode: str, request: pytest.FixtureRequest) -> str:
-    """DSN of a fresh database whose server supports ``mode``."""
-    return str(request.getfixturevalue("logical_db" if mode == "wal" else "dsn"))
-
-
 @pytest.fixture
 def db(target: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(target) as conn:

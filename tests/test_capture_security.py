@@ -24,16 +24,6 @@ _roles = itertools.count(1)
 RoleMaker = Callable[..., str]
 
 
-@pytest.fixture(params=["log", "wal"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def target(mode: str, request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("logical_db" if mode == "wal" else "dsn"))
-
-
 @pytest.fixture
 def owner(target: str, mode: str) -> Iterator[psycopg.Connection[Any]]:
     """The installer's connection, on a database with a watched ``guests`` table."""

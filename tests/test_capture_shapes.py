@@ -14,16 +14,6 @@ from pgwatch_cli.capture import triggers
 from tests.capture_helpers import install, reader
 
 
-@pytest.fixture(params=["log", "wal"])
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def target(mode: str, request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("logical_db" if mode == "wal" else "dsn"))
-
-
 @pytest.fixture
 def db(target: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(target, autocommit=True) as conn:
