@@ -28,7 +28,8 @@ def _readable(console: Console) -> Console:
     columns, or $COLUMNS), not a wide canvas whose table rows are padded with spaces."""
     if console.is_terminal:
         return console
-    return Console(file=console.file, highlight=False, no_color=console.no_color)
+    # type(console): the same kind of console, so the CLI's quiet end on a closed pipe holds.
+    return type(console)(file=console.file, highlight=False, no_color=console.no_color)
 
 
 def seed_story(console: Console, report: SeedReport) -> None:
