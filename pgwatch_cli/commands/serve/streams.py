@@ -97,11 +97,21 @@ class Relay:
     async def pump(self) -> None:
         """Fan every event of the stream out until it ends or this task is cancelled."""
         deliver = self.fanout.deliver
+        # The stream hands over a whole page of the log at once after a wake-up. Events that
+        # arrive together go out in one pass, but a pass may not outgrow what a healthy client
+        # takes in one go, or a burst of big events would cut every client: past a quarter of
+        # the per-client buffer the loop gets a turn to flush and drain the sockets.
+        burst_limit = self.fanout.buffer_bytes // 4
+        burst = 0
         async for item in self.stream.items():
             if isinstance(item, LogReplaced):
                 self.fanout.log_replaced()  # every client refetches: seqs start over
-            else:
-                deliver(item)
+                continue
+            deliver(item)
+            burst += len(item.to_wire())
+            if burst >= burst_limit:
+                burst = 0
+                await asyncio.sleep(0)
 
     async def heartbeats(self) -> None:
         while True:
