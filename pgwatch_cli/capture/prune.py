@@ -42,7 +42,7 @@ def _installed(conn: psycopg.Connection[Any]) -> None:
     row = conn.execute("SELECT to_regclass('bookwatch.change_log') IS NOT NULL").fetchone()
     if not row or not row[0]:
         raise NotInstalled("There is no bookwatch change log in this database.",
-                           hint="Run bookwatch install-triggers first.")
+                           suggest="install-triggers")
 
 
 def prune(

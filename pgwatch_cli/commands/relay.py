@@ -104,7 +104,7 @@ def _no_slot(slot: str) -> NotInstalled:
     return NotInstalled(
         f"This database has no bookwatch replication slot ({slot}): no table is captured in "
         "wal mode, so there is nothing to relay.",
-        hint="Put the tables in wal mode: bookwatch install-triggers --mode wal",
+        hint="Put the tables in wal mode.", suggest="install-triggers --mode wal",
     )
 
 

@@ -118,7 +118,7 @@ def check_tables(conn: psycopg.Connection[Any], schema: str) -> None:
     if missing:
         raise BookwatchError(
             f"The demo tables are missing in schema {schema}: {', '.join(missing)}.",
-            hint="Create them with: bookwatch init-demo (same --dsn), then run serve --demo again.",
+            hint="Create them, then run serve --demo again.", suggest="init-demo",
         )
 
 

@@ -188,8 +188,8 @@ class ChangeStream:
                 if state is None:
                     raise NotInstalled(
                         "There is no change log to replay from (bookwatch.change_log is missing).",
-                        hint="Install durable triggers (install-triggers --durable), or drop "
-                        "--since.",
+                        hint="Install triggers with a change log (wal or log mode), or drop "
+                        "--since.", suggest="install-triggers",
                     )
                 await self._warn_if_log_too_short(conn, self.since)
             else:
