@@ -12,7 +12,7 @@ import pytest
 from pgwatch_cli.stream.events import ChangeEvent, LogReplaced, StreamItem, parse
 from pgwatch_cli.stream.hub import Hub, SourceEnded, SubscriberLagged, Subscription
 from pgwatch_cli.stream.listener import ChangeStream
-from tests.test_listener import make_items, run, write_items
+from tests.stream_helpers import make_items, run, write_items
 
 
 def event(seq: int) -> ChangeEvent:

@@ -11,9 +11,9 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,31 +21,7 @@ import pytest
 from pgwatch_cli.errors import DatabaseUnreachable, NotInstalled
 from pgwatch_cli.stream.events import ChangeEvent
 from pgwatch_cli.stream.listener import ChangeStream, read_log
-from tests.capture_helpers import install
-
-T = TypeVar("T")
-
-
-def run(coro: Awaitable[T], timeout: float = 60) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    return asyncio.run(bounded())
-
-
-def make_items(dsn: str, *, durable: bool = True) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
-    install(dsn, "items", mode="log" if durable else "notify")
-
-
-def write_items(dsn: str, ids: range, pause: float = 0.0) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for item in ids:
-            conn.execute("INSERT INTO items (id, note) VALUES (%s, 'x')", (item,))
-            if pause:
-                time.sleep(pause)
+from tests.stream_helpers import make_items, run, write_items
 
 
 async def collect(

@@ -10,7 +10,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -24,14 +24,7 @@ from tests.relay_helpers import (
     slot_active_pid,
     write,
 )
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from tests.stream_helpers import wait_until
 
 
 def logged_ids(dsn: str) -> list[int]:

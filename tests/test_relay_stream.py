@@ -22,7 +22,7 @@ from pgwatch_cli.stream.hub import Hub
 from pgwatch_cli.stream.listener import ChangeStream, UnsupportedSchema
 from tests.fix_cli import run_bookwatch, spawn_bookwatch
 from tests.relay_helpers import create_log, forge_notify, install_wal, slot_active_pid, write
-from tests.test_relay import wait_until
+from tests.stream_helpers import wait_until
 
 T = TypeVar("T")
 

@@ -82,9 +82,6 @@ class ChangeEvent(BaseModel):
             return self._wire
         return self.model_dump_json(by_alias=True)
 
-    def wire_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
-
 
 def parse(payload: str | bytes) -> ChangeEvent:
     try:
