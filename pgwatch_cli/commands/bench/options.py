@@ -22,7 +22,8 @@ class BenchOptions:
     writers: int
     listeners: int
     payload_bytes: int
-    durable: bool
+    mode: str = "auto"  # as requested: auto|wal|log|notify (the run reports what auto chose)
+    relay: bool = True  # the listeners' ChangeStreams relay the WAL (wal mode) when nobody does
     hub: bool = False
     streams_per_process: int = STREAMS_PER_PROCESS
     # A listener that has received nothing new for this long after the last write is done.
@@ -50,14 +51,14 @@ class BenchOptions:
     def describe(self) -> str:
         load = f"{self.events} events" if self.events is not None else f"{self.duration:g} s"
         rate = "as fast as possible" if not self.rate else f"{self.rate:g} events/s"
-        mode = "durable" if self.durable else "not durable"
+        relay = "" if self.relay else ", no relay"
         fanout = (
             f" sharing {self.listener_connections} connection(s) through the hub"
             if self.hub else ""
         )
         return (
             f"{load}, {rate}, {self.writers} writer(s), {self.listeners} listener(s){fanout}, "
-            f"payload ~{self.payload_bytes} B, {mode}"
+            f"payload ~{self.payload_bytes} B, mode {self.mode}{relay}"
         )
 
 
@@ -69,7 +70,8 @@ def checked(
     writers: int,
     listeners: int,
     payload_bytes: int,
-    durable: bool,
+    mode: str = "auto",
+    relay: bool = True,
     hub: bool = False,
 ) -> BenchOptions:
     """Options as given on the command line, or UsageProblem (exit 2) naming the bad one."""
@@ -102,6 +104,7 @@ def checked(
         writers=writers,
         listeners=listeners,
         payload_bytes=payload_bytes,
-        durable=durable,
+        mode=mode,
+        relay=relay,
         hub=hub,
     )
