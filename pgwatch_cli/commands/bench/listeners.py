@@ -216,12 +216,12 @@ def _listen_raw(job: ListenJob, links: Links) -> ListenResult:
         links.messages.put((READY, "raw listener"))
         finish = _Finish(job, links)
         while not finish.done([tally]):
-            woken = False
-            for notify in conn.notifies(timeout=_POLL_S):
-                if not job.from_log:
+            if not job.from_log:
+                for notify in conn.notifies(timeout=_POLL_S):
                     receive(notify.payload)
-                woken = True
-            if woken and job.from_log:
+                continue
+            # The first packet of wake-ups ends the wait (more may share it): read right away.
+            if list(conn.notifies(timeout=_POLL_S, stop_after=1)):
                 for seq, payload in conn.execute(_LOG_AFTER, (job.channel, cursor)):
                     cursor = seq
                     receive(payload)
