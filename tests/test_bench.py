@@ -164,6 +164,44 @@ def test_wal_mode_keeps_the_users_own_slot_and_log(
         assert [t["table"] for t in status["tables"]] == ["bookings"]
 
 
+def test_no_relay_leaves_relaying_to_a_bookwatch_relay_process(
+    bookwatch: Invoke, logical_db: str
+) -> None:
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bookings (id int PRIMARY KEY, note text)")
+    installed = bookwatch("install-triggers", "--dsn", logical_db, "-t", "bookings")
+    assert installed.exit_code == 0, installed.stderr
+    relay = spawn_bookwatch("relay", "--dsn", logical_db)
+    try:
+        figures = bench_json(
+            bookwatch, logical_db, "--events", "200", "--mode", "wal", "--no-relay"
+        )
+        assert figures["mode"] == "wal" and figures["relay"] is False
+        assert figures["received_per_listener"] == {"min": 200, "max": 200}
+        assert figures["lost"] == 0 and figures["duplicated"] == 0
+        assert figures["raw_baseline"]["lost"] == 0
+        assert relay.poll() is None  # it relayed all along; the user's slot was kept
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        relay.communicate(timeout=30)
+    assert relay.returncode == 0
+
+
+def test_no_relay_with_nobody_relaying_fails_clearly_and_cleans_up(
+    bookwatch: Invoke, logical_db: str
+) -> None:
+    result = bookwatch("bench", "--dsn", logical_db, "--events", "20", "--mode", "wal",
+                       "--no-relay")
+
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert "bookwatch relay" in result.stderr
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        assert bench_leftovers(conn) == []
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (0,)
+
+
 def test_duration_and_rate_bound_the_load(bookwatch: Invoke, dsn: str) -> None:
     figures = bench_json(bookwatch, dsn, "--duration", "1.5", "--rate", "100")
 

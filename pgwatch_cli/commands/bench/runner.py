@@ -44,7 +44,7 @@ def run(dsn: str, options: BenchOptions, *, server: str) -> report.BenchReport:
             if choice is not None:
                 console.note(choice)
             pad, payload_bytes = scratch.calibrate_pad(
-                conn, made, options.payload_bytes, mode=mode, dsn=dsn
+                conn, made, options.payload_bytes, mode=mode, dsn=dsn, relay=options.relay
             )
             scratch.populate(conn, made, options.writers, pad)
             phases = _Phases(dsn, options, made, pad, conn, mode)

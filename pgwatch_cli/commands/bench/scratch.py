@@ -89,15 +89,17 @@ def create(
 
 
 def calibrate_pad(
-    conn: psycopg.Connection[Any], scratch: Scratch, payload_bytes: int, *, mode: Mode, dsn: str
+    conn: psycopg.Connection[Any], scratch: Scratch, payload_bytes: int, *, mode: Mode, dsn: str,
+    relay: bool = True,
 ) -> tuple[int, int]:
     """How long ``pad`` must be for an event of about ``payload_bytes``, and the event size
     that gives (never below the size of an event with an empty pad).
 
     Measured, not computed: one UPDATE with a known pad, its event's length read back (the
     NOTIFY payload in notify mode, the change log row otherwise). The diff holds the pad
-    twice (old and new value). In wal mode the two events are relayed into the log here,
-    before any listener starts, so no listener counts them.
+    twice (old and new value). In wal mode the two events are relayed into the log here
+    (by this process unless ``relay`` is False), before any listener starts, so no listener
+    counts them.
     """
     table = scratch.events_table.identifier()
     listen = mode is Mode.NOTIFY
@@ -114,15 +116,18 @@ def calibrate_pad(
         if listen:
             payloads = [n.payload for n in conn.notifies(timeout=10, stop_after=2)]
         else:
-            payloads = _logged_payloads(conn, scratch.channel, dsn, relay=mode is Mode.WAL)
+            payloads = _logged_payloads(
+                conn, scratch.channel, dsn, relay=relay and mode is Mode.WAL
+            )
     finally:
         if listen:
             conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(scratch.channel)))
     if len(payloads) < 2:
         raise BenchmarkFailed(
-            "The calibration event did not arrive within 10 s."
-            + (" Is the relay slot in use by a process that does not relay?"
-               if mode is Mode.WAL else "")
+            "The calibration event did not arrive within 10 s.",
+            hint=("In wal mode events arrive only while a process relays the WAL: drop "
+                  "--no-relay, or run 'bookwatch relay' beside the benchmark."
+                  if mode is Mode.WAL and not relay else None),
         )
     without_pad = len(payloads[-1].encode()) - 2 * _CALIBRATION_PAD
     pad = max(0, (payload_bytes - without_pad) // 2)
