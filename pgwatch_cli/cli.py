@@ -612,7 +612,8 @@ def bench(
     ] = 1,
     payload_bytes: Annotated[
         int, typer.Option("--payload-bytes", metavar="B",
-                          help="Approximate NOTIFY payload size per event.")
+                          help="Approximate size of each event (at most 7400 bytes; "
+                          "1 MB in wal mode).")
     ] = 500,
     mode: ModeOption = "auto",
     durable: Annotated[
