@@ -29,7 +29,7 @@ complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l json -d 'Print o
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l listeners -x -d 'ChangeStream listeners (one connection each; see --hub).'
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l mode -x -a 'auto log notify wal' -d 'Capture mode: wal (WAL + relay), log (change log under a commit lock), notify (payload in NOTIFY, no log), or auto: wal where the server allows it, else log.'
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l no-durable -d 'Older spellings of --mode auto and --mode notify.'
-complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l no-relay -d 'Never relay the WAL from the listener processes (wal mode then needs \'bookwatch relay\' running elsewhere).'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l no-relay -d 'Never relay the WAL from this process (wal mode: another process, e.g. bookwatch relay, must run the relay).'
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l payload-bytes -x -d 'Approximate size of each event (at most 7400 bytes; 1 MB in wal mode).'
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l rate -x -d 'Events/s over all writers; 0 = as fast as possible.'
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l writers -x -d 'Writer processes (one connection each).'

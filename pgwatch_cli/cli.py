@@ -623,10 +623,7 @@ def bench(
             help="Older spellings of --mode auto and --mode notify.", show_default=False,
         ),
     ] = None,
-    no_relay: Annotated[
-        bool, typer.Option("--no-relay", help="Never relay the WAL from the listener processes "
-                           "(wal mode then needs 'bookwatch relay' running elsewhere).")
-    ] = False,
+    no_relay: NoRelayOption = False,
     hub: Annotated[
         bool,
         typer.Option("--hub", help="Listeners of a process share one ChangeStream through the "

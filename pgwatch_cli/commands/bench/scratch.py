@@ -126,8 +126,9 @@ def calibrate_pad(
         raise BenchmarkFailed(
             "The calibration event did not arrive within 10 s.",
             hint=("In wal mode events arrive only while a process relays the WAL: drop "
-                  "--no-relay, or run 'bookwatch relay' beside the benchmark."
+                  "--no-relay, or run the relay beside the benchmark."
                   if mode is Mode.WAL and not relay else None),
+            suggest="relay" if mode is Mode.WAL and not relay else None,
         )
     without_pad = len(payloads[-1].encode()) - 2 * _CALIBRATION_PAD
     pad = max(0, (payload_bytes - without_pad) // 2)
