@@ -33,9 +33,10 @@ _bookwatch() {
         bench)
             case "$prev" in
                 --dsn|--duration|--events|--listeners|--payload-bytes|--rate|--writers) COMPREPLY=(); return ;;
+                --mode) _bookwatch_reply -W "auto log notify wal"; return ;;
             esac
             if [[ $cur == -* ]]; then
-                _bookwatch_reply -W "--dsn --durable --duration --embedded --events --help --hub --json --listeners --no-durable --payload-bytes --rate --writers -h"
+                _bookwatch_reply -W "--dsn --durable --duration --embedded --events --help --hub --json --listeners --mode --no-durable --no-relay --payload-bytes --rate --writers -h"
             else
                 COMPREPLY=()
             fi

@@ -19,7 +19,7 @@ complete -c bookwatch -n '__fish_use_subcommand' -a tail -d 'Stream change event
 
 # bench
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l dsn -x -d 'PostgreSQL connection string (URI or key=value). Default: $BOOKWATCH_DSN, $DATABASE_URL, the libpq environment (PGHOST…), else the embedded server. Prefer the environment variables: a --dsn value is visible to other users in ps.'
-complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l durable -d 'Benchmark the durable trigger (change log, seq) or the plain one.'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l durable -d 'Older spellings of --mode auto and --mode notify.'
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l duration -x -d 'Write for this many seconds instead of --events (twice: once without the trigger, once with it).'
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l events -x -d 'Events to write in total (default 2000).'
@@ -27,8 +27,10 @@ complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l help -s h -d 'Sh
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l hub -d 'Listeners of a process share one ChangeStream through the in-process hub, as serve does (default: one connection each).'
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l json -d 'Print one JSON object.'
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l listeners -x -d 'ChangeStream listeners (one connection each; see --hub).'
-complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l no-durable -d 'Benchmark the durable trigger (change log, seq) or the plain one.'
-complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l payload-bytes -x -d 'Approximate NOTIFY payload size per event.'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l mode -x -a 'auto log notify wal' -d 'Capture mode: wal (WAL + relay), log (change log under a commit lock), notify (payload in NOTIFY, no log), or auto: wal where the server allows it, else log.'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l no-durable -d 'Older spellings of --mode auto and --mode notify.'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l no-relay -d 'Never relay the WAL from this process (wal mode: another process, e.g. bookwatch relay, must run the relay).'
+complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l payload-bytes -x -d 'Approximate size of each event (at most 7400 bytes; 1 MB in wal mode).'
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l rate -x -d 'Events/s over all writers; 0 = as fast as possible.'
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l writers -x -d 'Writer processes (one connection each).'
 

@@ -612,13 +612,18 @@ def bench(
     ] = 1,
     payload_bytes: Annotated[
         int, typer.Option("--payload-bytes", metavar="B",
-                          help="Approximate NOTIFY payload size per event.")
+                          help="Approximate size of each event (at most 7400 bytes; "
+                          "1 MB in wal mode).")
     ] = 500,
+    mode: ModeOption = "auto",
     durable: Annotated[
-        bool,
-        typer.Option("--durable/--no-durable",
-                     help="Benchmark the durable trigger (change log, seq) or the plain one."),
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--durable/--no-durable",
+            help="Older spellings of --mode auto and --mode notify.", show_default=False,
+        ),
+    ] = None,
+    no_relay: NoRelayOption = False,
     hub: Annotated[
         bool,
         typer.Option("--hub", help="Listeners of a process share one ChangeStream through the "
@@ -634,7 +639,8 @@ def bench(
 
     options = benchmark.checked(
         events=events, duration=duration, rate=rate, writers=writers, listeners=listeners,
-        payload_bytes=payload_bytes, durable=durable, hub=hub,
+        payload_bytes=payload_bytes, mode=_requested_mode(mode, durable), relay=not no_relay,
+        hub=hub,
     )
     resolved = database(dsn, embedded)
     result = benchmark.run(resolved, options, server=config.describe(resolved))

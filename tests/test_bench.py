@@ -47,6 +47,10 @@ def test_small_run_delivers_everything_once_and_cleans_up(
 ) -> None:
     figures = bench_json(bookwatch, dsn, "--events", "200", "--listeners", "2", "--durable")
 
+    # --durable is --mode auto; the shared test server runs wal_level = replica: log mode.
+    assert figures["mode_requested"] == "auto" and figures["mode"] == "log"
+    assert figures["raw_baseline_reads"] == "change_log_on_wakeup"
+
     assert figures["events_written"] == 200
     assert figures["lost"] == 0 and figures["duplicated"] == 0
     assert figures["received_per_listener"] == {"min": 200, "max": 200}
@@ -57,7 +61,7 @@ def test_small_run_delivers_everything_once_and_cleans_up(
     assert_plausible_latency(raw["latency_ms"])
     assert figures["latency_ratio_vs_raw"]["p50"] > 0
     overhead = figures["write_overhead"]
-    assert overhead["durable"] is True
+    assert overhead["mode"] == "log"
     assert overhead["without_trigger"]["events"] == overhead["with_trigger"]["events"] == 200
     assert overhead["throughput_ratio"] > 0
     assert 0 <= figures["peak_notification_queue_usage"] < 1
@@ -79,20 +83,124 @@ def test_every_listener_receives_everything_not_durable_big_payload(
 
     figures = bench_json(
         bookwatch, dsn, "--events", "150", "--writers", "2", "--listeners", "3",
-        "--no-durable", "--payload-bytes", "4000",
+        "--no-durable", "--payload-bytes", "7400",
     )
 
     assert figures["events_written"] == 150
     assert figures["received_per_listener"] == {"min": 150, "max": 150}
     assert figures["lost"] == 0 and figures["duplicated"] == 0
-    assert figures["write_overhead"]["durable"] is False
-    assert 3800 <= figures["payload_bytes"] <= 4100
+    assert figures["mode"] == figures["write_overhead"]["mode"] == "notify"
+    assert figures["raw_baseline_reads"] == "notify_payload"
+    assert 7200 <= figures["payload_bytes"] <= 7500  # the largest that keeps its values
     assert_plausible_latency(figures["latency_ms"])
     assert bench_leftovers(postgresql) == ["bookwatch"]
     log = postgresql.execute("SELECT channel FROM bookwatch.change_log").fetchall()
     assert log == [("booking_changes",)]
     status = json.loads(bookwatch("status", "--dsn", dsn, "--json").stdout)
     assert [t["table"] for t in status["tables"]] == ["bookings"]
+
+
+def test_notify_mode_delivers_payloads_and_the_table_says_so(
+    bookwatch: Invoke, dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
+    result = bookwatch("bench", "--dsn", dsn, "--events", "200", "--mode", "notify")
+
+    assert result.exit_code == 0, result.stderr
+    assert "notify mode" in result.stdout
+    assert "raw psycopg (NOTIFY payload)" in result.stdout
+    assert bench_leftovers(postgresql) == []
+
+
+def test_wal_mode_relays_everything_once_and_leaves_no_slot(
+    bookwatch: Invoke, logical_db: str
+) -> None:
+    figures = bench_json(
+        bookwatch, logical_db, "--events", "300", "--writers", "2", "--listeners", "2",
+        "--mode", "wal", "--payload-bytes", "20000",
+    )
+
+    assert figures["mode"] == "wal" and figures["relay"] is True
+    assert 19_500 <= figures["payload_bytes"] <= 20_500  # whole: no NOTIFY limit on the way
+    assert figures["events_written"] == 300
+    assert figures["received_per_listener"] == {"min": 300, "max": 300}
+    assert figures["lost"] == 0 and figures["duplicated"] == 0
+    raw = figures["raw_baseline"]
+    assert raw["received_per_listener"] == {"min": 300, "max": 300}
+    assert raw["lost"] == 0 and raw["duplicated"] == 0
+    assert_plausible_latency(figures["latency_ms"])
+    assert figures["write_overhead"]["throughput_ratio"] > 0
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        assert bench_leftovers(conn) == []
+        slots = conn.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()"
+        ).fetchall()
+        assert slots == []
+        assert conn.execute("SELECT count(*) FROM pg_publication").fetchone() == (0,)
+
+
+def test_wal_mode_keeps_the_users_own_slot_and_log(
+    bookwatch: Invoke, logical_db: str
+) -> None:
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bookings (id int PRIMARY KEY, note text)")
+    installed = bookwatch("install-triggers", "--dsn", logical_db, "-t", "bookings")
+    assert installed.exit_code == 0, installed.stderr
+    assert "capture mode: wal" in installed.stderr
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        slots_before = conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall()
+    assert len(slots_before) == 1
+
+    result = bookwatch("bench", "--dsn", logical_db, "--events", "100", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert "capture mode: wal" in result.stderr  # auto says what it chose, as install does
+    figures = json.loads(result.stdout)
+    assert figures["mode"] == "wal" and figures["lost"] == 0
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        assert bench_leftovers(conn) == ["bookwatch"]
+        assert conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall() == (
+            slots_before
+        )
+        status = json.loads(bookwatch("status", "--dsn", logical_db, "--json").stdout)
+        assert [t["table"] for t in status["tables"]] == ["bookings"]
+
+
+def test_no_relay_leaves_relaying_to_a_bookwatch_relay_process(
+    bookwatch: Invoke, logical_db: str
+) -> None:
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bookings (id int PRIMARY KEY, note text)")
+    installed = bookwatch("install-triggers", "--dsn", logical_db, "-t", "bookings")
+    assert installed.exit_code == 0, installed.stderr
+    relay = spawn_bookwatch("relay", "--dsn", logical_db)
+    try:
+        figures = bench_json(
+            bookwatch, logical_db, "--events", "200", "--mode", "wal", "--no-relay"
+        )
+        assert figures["mode"] == "wal" and figures["relay"] is False
+        assert figures["received_per_listener"] == {"min": 200, "max": 200}
+        assert figures["lost"] == 0 and figures["duplicated"] == 0
+        assert figures["raw_baseline"]["lost"] == 0
+        assert relay.poll() is None  # it relayed all along; the user's slot was kept
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        relay.communicate(timeout=30)
+    assert relay.returncode == 0
+
+
+def test_no_relay_with_nobody_relaying_fails_clearly_and_cleans_up(
+    bookwatch: Invoke, logical_db: str
+) -> None:
+    result = bookwatch("bench", "--dsn", logical_db, "--events", "20", "--mode", "wal",
+                       "--no-relay")
+
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert "bookwatch relay" in result.stderr
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        assert bench_leftovers(conn) == []
+        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone() == (0,)
 
 
 def test_duration_and_rate_bound_the_load(bookwatch: Invoke, dsn: str) -> None:
@@ -123,7 +231,10 @@ def test_hub_listeners_share_one_connection_and_each_get_everything(
         (["--writers", "0"], "--writers"),
         (["--events", "10", "--duration", "2"], "--duration"),
         (["--events", "0"], "--events"),
-        (["--payload-bytes", "9000"], "--payload-bytes"),
+        (["--payload-bytes", "7600"], "--payload-bytes"),
+        (["--payload-bytes", "2000000", "--mode", "wal"], "--payload-bytes"),
+        (["--mode", "wal", "--durable"], "--durable"),
+        (["--mode", "log", "--no-durable"], "--no-durable"),
     ],
 )
 def test_bad_options_are_usage_errors(bookwatch: Invoke, args: list[str], named: str) -> None:
@@ -257,7 +368,8 @@ def test_workers_exit_when_the_coordinator_is_killed_and_the_next_run_removes_it
         time.sleep(0.05)
     [orphan] = orphans
     assert orphan.schema.startswith("bookwatch_bench_") and orphan.command == "bench"
-    assert orphan.triggers == 1 and "DROP SCHEMA" in orphan.removal
+    # The capture set: row trigger and TRUNCATE trigger (more in wal mode).
+    assert orphan.triggers >= 2 and "DROP SCHEMA" in orphan.removal
 
     result = bookwatch("bench", "--dsn", dsn, "--events", "20", "--json")
     assert result.exit_code == 0, result.stderr

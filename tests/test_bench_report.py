@@ -23,9 +23,9 @@ def listened(slot: int, raw: bool, received: list[int], duplicates: list[int]) -
 
 def build() -> report.BenchReport:
     opts = bench_options.checked(events=100, duration=None, rate=0, writers=1, listeners=2,
-                                 payload_bytes=500, durable=True)
+                                 payload_bytes=500)
     return report.build(
-        opts, server="test", payload_bytes=512,
+        opts, server="test", mode="wal", payload_bytes=512,
         plain=[phase(False, 100, 1.0, 500)], triggered=[phase(True, 100, 2.0, 1500)],
         listened=[listened(0, False, [100, 97], [0, 2]), listened(1, True, [100], [0])],
         peak_queue_usage=0.01,
@@ -47,6 +47,13 @@ def test_write_ratio_and_added_time() -> None:
     assert round(figures.added_ms_per_write(), 3) == 1.0
     overhead = figures.as_json()["write_overhead"]
     assert "÷" in overhead["throughput_ratio_means"]
+    assert overhead["mode"] == "wal"  # what ran, not what was asked for (auto)
+
+
+def test_mode_says_what_ran_and_how_the_baseline_read() -> None:
+    figures = build().as_json()
+    assert (figures["mode"], figures["mode_requested"], figures["relay"]) == ("wal", "auto", True)
+    assert figures["raw_baseline_reads"] == "change_log_on_wakeup"
 
 
 def test_throughput_spans_first_write_to_last_receipt() -> None:

@@ -1,6 +1,10 @@
 """Listener processes: a group of listeners sharing one event loop (each with its own
 ChangeStream, or with ``--hub`` all subscribed to one ChangeStream through a Hub), and the raw
-baseline (one plain psycopg connection reading ``notifies()`` and ``json.loads``).
+baseline: one plain psycopg connection doing what a hand-written consumer of that capture mode
+would do. In notify mode it parses each NOTIFY payload with ``json.loads``; in log and wal
+modes, where a notification is only a wake-up, it reads the change log after its cursor and
+parses each row with ``json.loads``. (In wal mode the events reach the log through the relay,
+which runs in the ChangeStream processes, as it would run somewhere for a hand-written one.)
 
 Each records, per listener, which event keys it got (to count lost and duplicated events) and
 the latency of each first receipt: its clock at receipt minus the ``ts`` the writer put in the
@@ -17,6 +21,7 @@ from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from pgwatch_cli import db, lifecycle
@@ -39,6 +44,8 @@ class ListenJob:
     drain_timeout: float
     hub: bool = False  # listeners share one ChangeStream through a Hub, as ``serve`` does
     parent_pid: int = 0  # the coordinator: this process exits when it is gone
+    relay: bool = True  # the ChangeStreams relay the WAL when nobody does (wal mode)
+    from_log: bool = True  # the raw baseline reads the change log on wake-up (log, wal modes)
 
     @property
     def raw(self) -> bool:
@@ -137,7 +144,9 @@ async def _listen_streams(job: ListenJob, links: Links) -> ListenResult:
     async with contextlib.AsyncExitStack() as stack:
         streams = [
             await stack.enter_async_context(
-                ChangeStream(job.dsn, channel=job.channel, notice=_collect(notices))
+                ChangeStream(
+                    job.dsn, channel=job.channel, notice=_collect(notices), relay=job.relay
+                )
             )
             for _ in range(1 if job.hub else job.streams)
         ]
@@ -187,20 +196,35 @@ def _listen_raw(job: ListenJob, links: Links) -> ListenResult:
     tally = Tally()
     latencies: list[int] = []
     last_receipt = 0
+
+    def receive(payload: str | None) -> None:
+        nonlocal last_receipt
+        try:
+            diff = json.loads(payload or "").get("diff")
+        except (ValueError, AttributeError):
+            tally.foreign += 1
+            return
+        # Taken after decoding, like a ChangeStream consumer's: both hold a parsed event.
+        last_receipt = time.time_ns()
+        tally.record(diff, last_receipt, latencies)
+
     with db.connect(job.dsn, autocommit=True, application_name=RAW_APPLICATION_NAME) as conn:
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(job.channel)))
+        # After LISTEN: an event committed from here on is either counted in this cursor's
+        # start or announced by a wake-up, never neither (and writers have not started yet).
+        cursor = _newest_seq(conn) if job.from_log else 0
         links.messages.put((READY, "raw listener"))
         finish = _Finish(job, links)
         while not finish.done([tally]):
-            for notify in conn.notifies(timeout=_POLL_S):
-                try:
-                    diff = json.loads(notify.payload).get("diff")
-                except (ValueError, AttributeError):
-                    tally.foreign += 1
-                    continue
-                # Taken after decoding, like a ChangeStream consumer's: both hold a parsed event.
-                last_receipt = time.time_ns()
-                tally.record(diff, last_receipt, latencies)
+            if not job.from_log:
+                for notify in conn.notifies(timeout=_POLL_S):
+                    receive(notify.payload)
+                continue
+            # The first packet of wake-ups ends the wait (more may share it): read right away.
+            if list(conn.notifies(timeout=_POLL_S, stop_after=1)):
+                for seq, payload in conn.execute(_LOG_AFTER, (job.channel, cursor)):
+                    cursor = seq
+                    receive(payload)
     return ListenResult(
         slot=job.slot,
         raw=True,
@@ -210,3 +234,14 @@ def _listen_raw(job: ListenJob, links: Links) -> ListenResult:
         latencies_us=latencies,
         last_receipt_ns=last_receipt,
     )
+
+
+# A hand-written consumer's query (what the SPEC shows): its channel's rows after its cursor.
+_LOG_AFTER = (
+    "SELECT seq, payload FROM bookwatch.change_log WHERE channel = %s AND seq > %s ORDER BY seq"
+)
+
+
+def _newest_seq(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT coalesce(max(seq), 0) FROM bookwatch.change_log").fetchone()
+    return int(row[0]) if row is not None else 0

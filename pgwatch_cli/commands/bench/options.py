@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pgwatch_cli.errors import UsageProblem
 
 DEFAULT_EVENTS = 2000
-# NOTIFY refuses 8000 bytes; above ~7950 the trigger drops the diff, and the diff is where the
-# benchmark carries its key and send time.
-MAX_PAYLOAD_BYTES = 7900
+# NOTIFY refuses 8000 bytes, so in log and notify modes the capture function drops the diff of
+# an event above ~7500 bytes (log mode too: its rows stay deliverable as NOTIFY-mode events), and
+# the diff is where the benchmark carries its key and send time. wal mode has no such limit.
+MAX_PAYLOAD_BYTES = 7400
+MAX_WAL_PAYLOAD_BYTES = 1_000_000
 STREAMS_PER_PROCESS = 100
 
 
@@ -22,7 +24,8 @@ class BenchOptions:
     writers: int
     listeners: int
     payload_bytes: int
-    durable: bool
+    mode: str = "auto"  # as requested: auto|wal|log|notify (the run reports what auto chose)
+    relay: bool = True  # the listeners' ChangeStreams relay the WAL (wal mode) when nobody does
     hub: bool = False
     streams_per_process: int = STREAMS_PER_PROCESS
     # A listener that has received nothing new for this long after the last write is done.
@@ -50,14 +53,14 @@ class BenchOptions:
     def describe(self) -> str:
         load = f"{self.events} events" if self.events is not None else f"{self.duration:g} s"
         rate = "as fast as possible" if not self.rate else f"{self.rate:g} events/s"
-        mode = "durable" if self.durable else "not durable"
+        relay = "" if self.relay else ", no relay"
         fanout = (
             f" sharing {self.listener_connections} connection(s) through the hub"
             if self.hub else ""
         )
         return (
             f"{load}, {rate}, {self.writers} writer(s), {self.listeners} listener(s){fanout}, "
-            f"payload ~{self.payload_bytes} B, {mode}"
+            f"payload ~{self.payload_bytes} B, mode {self.mode}{relay}"
         )
 
 
@@ -69,7 +72,8 @@ def checked(
     writers: int,
     listeners: int,
     payload_bytes: int,
-    durable: bool,
+    mode: str = "auto",
+    relay: bool = True,
     hub: bool = False,
 ) -> BenchOptions:
     """Options as given on the command line, or UsageProblem (exit 2) naming the bad one."""
@@ -88,10 +92,14 @@ def checked(
         raise UsageProblem(f"--writers must be at least 1, got {writers}.")
     if listeners < 1:
         raise UsageProblem(f"--listeners must be at least 1, got {listeners}.")
-    if not (0 <= payload_bytes <= MAX_PAYLOAD_BYTES):
+    limit = MAX_WAL_PAYLOAD_BYTES if mode == "wal" else MAX_PAYLOAD_BYTES
+    if not (0 <= payload_bytes <= limit):
         raise UsageProblem(
-            f"--payload-bytes must be between 0 and {MAX_PAYLOAD_BYTES}, got {payload_bytes}.",
-            hint="NOTIFY payloads must stay under 8000 bytes.",
+            f"--payload-bytes must be between 0 and {limit} in {mode} mode, got {payload_bytes}.",
+            hint="In log and notify modes (and auto, which may pick log) an event above "
+            "~7500 bytes loses its values; --mode wal carries up to "
+            f"{MAX_WAL_PAYLOAD_BYTES} bytes."
+            if mode != "wal" else None,
         )
     if events is None and duration is None:
         events = DEFAULT_EVENTS
@@ -102,6 +110,7 @@ def checked(
         writers=writers,
         listeners=listeners,
         payload_bytes=payload_bytes,
-        durable=durable,
+        mode=mode,
+        relay=relay,
         hub=hub,
     )

@@ -17,8 +17,9 @@ from pgwatch_cli.stats import Summary
 
 WRITE_RATIO_MEANS = (
     "(events/s of the write phase with the trigger ÷ without it: one phase each, while this "
-    "run's listeners receive and parse every event on the same machine, with the payload size "
-    "above. benchmarks/write_overhead.sh measures the trigger alone — pgbench, small rows, no "
+    "run's listeners receive and parse every event on the same machine (in wal mode they also "
+    "relay the WAL, so the relay's CPU counts), with the payload size above. "
+    "benchmarks/write_overhead.sh measures the trigger alone — pgbench, small rows, no "
     "listeners, interleaved rounds — so the README's figure is higher.)"
 )
 
@@ -117,7 +118,8 @@ class Delivery:
 class BenchReport:
     options: BenchOptions
     server: str
-    payload_bytes: int  # measured size of one event's NOTIFY payload
+    mode: str  # the capture mode that ran (what auto chose, if asked for auto)
+    payload_bytes: int  # measured size of one event (its NOTIFY payload or change log row)
     events_written: int
     bookwatch: Delivery
     raw: Delivery
@@ -148,11 +150,18 @@ class BenchReport:
     def added_ms_per_write(self) -> float:
         return self.with_trigger.mean_statement_ms - self.without_trigger.mean_statement_ms
 
+    @property
+    def raw_reads(self) -> str:
+        """What the raw baseline consumer does in this mode."""
+        return "notify_payload" if self.mode == "notify" else "change_log_on_wakeup"
+
     def as_json(self) -> dict[str, Any]:
         opts = self.options
         return {
             "server": self.server,
-            "durable": opts.durable,
+            "mode": self.mode,
+            "mode_requested": opts.mode,
+            "relay": opts.relay,
             "events_requested": opts.events,
             "duration_s": opts.duration,
             "rate_events_per_s": opts.rate,  # 0: as fast as possible
@@ -175,8 +184,9 @@ class BenchReport:
             "throughput_events_per_s": round(self.throughput_events_per_s, 1),
             "deliveries_per_s": round(self.deliveries_per_s, 1),
             "peak_notification_queue_usage": self.peak_queue_usage,
+            "raw_baseline_reads": self.raw_reads,
             "write_overhead": {
-                "durable": opts.durable,
+                "mode": self.mode,
                 "without_trigger": self.without_trigger.as_json(),
                 "with_trigger": self.with_trigger.as_json(),
                 "throughput_ratio": self.write_throughput_ratio(),
@@ -199,6 +209,7 @@ def build(
     options: BenchOptions,
     *,
     server: str,
+    mode: str,
     payload_bytes: int,
     plain: Sequence[WritePhase],
     triggered: Sequence[WritePhase],
@@ -215,6 +226,7 @@ def build(
     return BenchReport(
         options=options,
         server=server,
+        mode=mode,
         payload_bytes=payload_bytes,
         events_written=written,
         bookwatch=bookwatch,
@@ -242,14 +254,17 @@ def _times(value: float | None) -> str:
 def render(report: BenchReport, console: Console) -> None:
     """The summary: delivery, latency against the raw baseline, write overhead."""
     opts = report.options
-    mode = "durable" if opts.durable else "not durable"
+    mode = f"{report.mode} mode"
     console.print(f"[bold]bookwatch bench[/bold] on {report.server}: {opts.describe()}")
+    raw_name = "raw psycopg (NOTIFY payload)" if report.mode == "notify" else (
+        "raw psycopg (log on wake-up)"
+    )
 
     delivery = Table(title="Delivery", title_justify="left")
     for heading in ("listener", "count", "written", "received min/max", "lost", "duplicated"):
         delivery.add_column(heading, justify="right" if heading != "listener" else "left")
     mine = "ChangeStream+Hub" if opts.hub else "ChangeStream"
-    for name, result in ((mine, report.bookwatch), ("raw psycopg", report.raw)):
+    for name, result in ((mine, report.bookwatch), (raw_name, report.raw)):
         delivery.add_row(
             name, str(result.listeners), str(report.events_written),
             f"{result.received_min}/{result.received_max}",
@@ -257,11 +272,11 @@ def render(report: BenchReport, console: Console) -> None:
         )
     console.print(delivery)
 
-    latency = Table(title="Commit → receive latency (ms)", title_justify="left")
+    latency = Table(title=f"Commit → receive latency (ms, {mode})", title_justify="left")
     for heading in ("listener", "p50", "p90", "p99", "max"):
         latency.add_column(heading, justify="right" if heading != "listener" else "left")
     latency.add_row(mine, *_ms(report.bookwatch.latency))
-    latency.add_row("raw psycopg", *_ms(report.raw.latency))
+    latency.add_row(raw_name, *_ms(report.raw.latency))
     ratio = report.latency_ratio()
     latency.add_row("ratio", _times(ratio["p50"]), "", _times(ratio["p99"]), "", style="dim")
     console.print(latency)

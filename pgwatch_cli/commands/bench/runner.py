@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pgwatch_cli import console, db, lifecycle
 from pgwatch_cli import scratch as scratch_schemas
 from pgwatch_cli.capture import sqlfiles
+from pgwatch_cli.capture.config import Mode
 from pgwatch_cli.commands.bench import listeners, report, scratch, writer
 from pgwatch_cli.commands.bench.links import FAILED, LISTENED, READY, WRITES, Links, failure_text
 from pgwatch_cli.commands.bench.options import BenchOptions
@@ -39,10 +40,14 @@ def run(dsn: str, options: BenchOptions, *, server: str) -> report.BenchReport:
         for orphan in scratch_schemas.remove_abandoned(conn):
             console.warn(f"removed {orphan.describe()}")
         try:
-            scratch.create(conn, made, durable=options.durable)
-            pad, payload_bytes = scratch.calibrate_pad(conn, made, options.payload_bytes)
+            mode, choice = scratch.create(conn, made, mode=options.mode)
+            if choice is not None:
+                console.note(choice)
+            pad, payload_bytes = scratch.calibrate_pad(
+                conn, made, options.payload_bytes, mode=mode, dsn=dsn, relay=options.relay
+            )
             scratch.populate(conn, made, options.writers, pad)
-            phases = _Phases(dsn, options, made, pad, conn)
+            phases = _Phases(dsn, options, made, pad, conn, mode)
             phases.run()
         finally:
             with lifecycle.signals_deferred():
@@ -50,6 +55,7 @@ def run(dsn: str, options: BenchOptions, *, server: str) -> report.BenchReport:
     return report.build(
         options,
         server=server,
+        mode=mode.value,
         payload_bytes=payload_bytes,
         plain=phases.plain,
         triggered=phases.triggered,
@@ -108,8 +114,10 @@ class _Phases:
         made: scratch.Scratch,
         pad: int,
         conn: psycopg.Connection[Any],
+        mode: Mode,
     ) -> None:
         self.dsn, self.options, self.made, self.pad, self.conn = dsn, options, made, pad, conn
+        self.mode = mode
         self.plain: list[writer.WritePhase] = []
         self.triggered: list[writer.WritePhase] = []
         self.listened: list[listeners.ListenResult] = []
@@ -152,12 +160,12 @@ class _Phases:
             remaining -= streams
             job = listeners.ListenJob(
                 self.dsn, self.made.channel, slot, streams, opts.drain_timeout, hub=opts.hub,
-                parent_pid=os.getpid(),
+                parent_pid=os.getpid(), relay=opts.relay,
             )
             self._spawn(ctx, listeners.main, job, f"bench listeners {slot}")
         raw = listeners.ListenJob(
             self.dsn, self.made.channel, opts.listener_processes, 0, opts.drain_timeout,
-            parent_pid=os.getpid(),
+            parent_pid=os.getpid(), from_log=self.mode is not Mode.NOTIFY,
         )
         self._spawn(ctx, listeners.main, raw, "bench raw listener")
         for index in range(opts.writers):
