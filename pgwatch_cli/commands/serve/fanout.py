@@ -18,6 +18,7 @@ import json
 import socket
 import struct
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
@@ -110,6 +111,8 @@ class Fanout:
             "all": {}, "id": {}, "table": {}, "action": {}}
         self._batch: list[ChangeEvent] = []
         self._flush_scheduled = False
+        # Resumed clients whose replay got ahead of the live stream: the seq they wait for.
+        self._awaiting: weakref.WeakKeyDictionary[Client, int] = weakref.WeakKeyDictionary()
         self._on_count = on_count
         self.delivered = 0  # events fanned out
         self.lagging_since: float | None = None
@@ -141,7 +144,27 @@ class Fanout:
                 self._on_count(len(self.clients))
 
     def live(self, client: Client, after: int | None) -> None:
-        """The replay is done: write what arrived meanwhile (newer than ``after``), go live."""
+        """The replay is done: write what arrived meanwhile (newer than ``after``), go live.
+
+        The replay reads the change log itself and may get ahead of the live stream (or of the
+        batch waiting to be flushed): until the stream has delivered ``after`` as well, the
+        client keeps holding live frames, or it would get those events a second time."""
+        self.flush()
+        if after is not None and (self.last_seq_hint is None or self.last_seq_hint < after):
+            self._awaiting[client] = after
+            return
+        self._go_live(client, after)
+
+    def _release_caught_up(self) -> None:
+        seen = self.last_seq_hint
+        for client, after in list(self._awaiting.items()):
+            if client.ended is not None:
+                del self._awaiting[client]
+            elif seen is not None and seen >= after:
+                del self._awaiting[client]
+                self._go_live(client, after)
+
+    def _go_live(self, client: Client, after: int | None) -> None:
         pending, client.pending = client.pending or [], None
         client.pending_bytes = 0
         frames = [frame for seq, frame in pending if seq is None or after is None or seq > after]
@@ -213,6 +236,8 @@ class Fanout:
             self._pass_one(batch[0])
         elif batch:
             self._pass_many(batch)
+        if self._awaiting:
+            self._release_caught_up()
 
     def _audience(self, event: ChangeEvent) -> Iterable[Bucket]:
         index = self._index
@@ -328,6 +353,7 @@ class Fanout:
         resume point are void."""
         self.frames = sse.FrameCache()
         self.last_seq_hint = None
+        self._awaiting.clear()
         self.reset_all("the change log was replaced; refetch", None)
 
     # -- lag -----------------------------------------------------------------------------
