@@ -24,7 +24,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.serve_helpers import bump_price, install_demo, running_server
+from tests.serve_helpers import bump_price, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -51,12 +51,6 @@ def browser() -> Iterator[Any]:
         )
         yield launched
         launched.close()
-
-
-@pytest.fixture
-def demo_dsn(postgresql: psycopg.Connection[Any], dsn: str) -> str:
-    install_demo(postgresql)
-    return dsn
 
 
 def person(browser: Any, width: int = 1280, height: int = 800) -> Any:

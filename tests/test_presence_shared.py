@@ -9,21 +9,13 @@ from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
 from pgwatch_cli.commands.serve.presence import Presence
 from pgwatch_cli.commands.serve.presence_sync import PresenceSync
 from tests.presence_helpers import Frames, Replica, eventually
-from tests.serve_helpers import SseReader, install_demo, running_server
+from tests.serve_helpers import SseReader, running_server
 
 SEEN_WITHIN_S = 2.0  # SPEC: a viewer on one replica is seen on another within 2 s
-
-
-@pytest.fixture
-def demo_dsn(postgresql: psycopg.Connection[Any], dsn: str) -> str:
-    install_demo(postgresql)
-    postgresql.autocommit = True
-    return dsn
 
 
 def presence_of(url: str) -> dict[str, list[str]]:

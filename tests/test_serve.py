@@ -18,17 +18,9 @@ import pytest
 from tests.serve_helpers import (
     SseReader,
     bump_price,
-    install_demo,
     newest_seq,
     running_server,
 )
-
-
-@pytest.fixture
-def demo_dsn(postgresql: psycopg.Connection[Any], dsn: str) -> str:
-    install_demo(postgresql)
-    postgresql.autocommit = True
-    return dsn
 
 
 def _raw_head(url: str, path: str, size: int = 200, timeout: float = 10) -> bytes:

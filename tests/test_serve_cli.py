@@ -5,26 +5,18 @@ from __future__ import annotations
 import signal
 import socket
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
 from tests.fix_cli import run_bookwatch
-from tests.serve_helpers import ServeProcess, SseReader, install_demo
+from tests.serve_helpers import ServeProcess, SseReader
 
 
 def _assert_one_error(stderr: str) -> None:
     errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, stderr
     assert "Traceback" not in stderr
-
-
-@pytest.fixture
-def demo_dsn(postgresql: psycopg.Connection[Any], dsn: str) -> str:
-    install_demo(postgresql)
-    return dsn
 
 
 @pytest.fixture

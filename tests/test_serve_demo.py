@@ -14,14 +14,7 @@ import psycopg
 import pytest
 
 from pgwatch_cli.demo.api import CONFLICT_MESSAGE
-from tests.serve_helpers import SseReader, bump_price, install_demo, running_server
-
-
-@pytest.fixture
-def demo_dsn(postgresql: psycopg.Connection[Any], dsn: str) -> str:
-    install_demo(postgresql)
-    postgresql.autocommit = True
-    return dsn
+from tests.serve_helpers import SseReader, bump_price, running_server
 
 
 def _put(url: str, booking: int, body: dict[str, Any], version: str | None,

@@ -21,17 +21,9 @@ from tests.serve_helpers import (
     ServeProcess,
     SseReader,
     bump_price,
-    install_demo,
     newest_seq,
     running_server,
 )
-
-
-@pytest.fixture
-def demo_dsn(postgresql: psycopg.Connection[Any], dsn: str) -> str:
-    install_demo(postgresql)
-    postgresql.autocommit = True
-    return dsn
 
 
 def _address(url: str) -> tuple[str, int]:

@@ -14,14 +14,7 @@ import psycopg
 import pytest
 
 from tests.fix_cli import run_bookwatch
-from tests.serve_helpers import ServeProcess, SseReader, bump_price, install_demo
-
-
-@pytest.fixture
-def demo_dsn(postgresql: psycopg.Connection[Any], dsn: str) -> str:
-    install_demo(postgresql)
-    postgresql.autocommit = True
-    return dsn
+from tests.serve_helpers import ServeProcess, SseReader, bump_price
 
 
 @pytest.fixture
