@@ -200,8 +200,10 @@ class Stopper:
         for sig, previous in self._previous.items():
             self.loop.remove_signal_handler(sig)
             # asyncio leaves the default action behind, which would end the process in the
-            # middle of the cleanup that follows; the CLI's own handler goes back instead.
-            signal.signal(sig, previous)
+            # middle of the cleanup that follows; the CLI's own handler goes back instead
+            # (None: a handler not set from Python, which cannot be put back from here).
+            if previous is not None:
+                signal.signal(sig, previous)
 
     def on_signal(self, sig: int) -> None:
         if self.stopped_by is None:
