@@ -12,9 +12,15 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
+
+T = TypeVar("T")
 
 TERMINATING = (signal.SIGTERM, signal.SIGHUP)
 _WATCHDOG_PERIOD_S = 0.2
@@ -43,6 +49,49 @@ def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
 
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` in which SIGTERM and SIGHUP end ``main`` the way asyncio ends it on
+    Ctrl-C: the main task is cancelled, its cleanup runs, then ``Terminated`` is raised.
+
+    Raised from a Python signal handler instead, ``Terminated`` would land in whichever task
+    happened to run, and asyncio would print that task's unretrieved exception as a traceback.
+    """
+    import asyncio  # here: the CLI imports this module, and --help should not pay for asyncio
+
+    with asyncio.Runner() as runner:
+        if not _in_main_thread():
+            return runner.run(main)
+        loop = runner.get_loop()
+        caught: list[int] = []
+        running: list[asyncio.Task[Any]] = []
+
+        async def tracked() -> T:
+            task = asyncio.current_task()
+            if task is not None:
+                running.append(task)
+            return await main
+
+        def stop(signum: int) -> None:
+            caught.append(signum)
+            for task in running:
+                task.cancel()
+
+        previous = {signum: signal.getsignal(signum) for signum in TERMINATING}
+        for signum in TERMINATING:
+            loop.add_signal_handler(signum, stop, signum)
+        try:
+            return runner.run(tracked())
+        except asyncio.CancelledError:
+            if caught:
+                raise Terminated(caught[0]) from None
+            raise
+        finally:
+            for signum, handler in previous.items():
+                loop.remove_signal_handler(signum)
+                if handler is not None:
+                    signal.signal(signum, handler)
 
 
 @contextmanager

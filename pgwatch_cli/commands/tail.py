@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from pgwatch_cli import config, db
+from pgwatch_cli import config, db, lifecycle
 from pgwatch_cli.capture import triggers
 from pgwatch_cli.capture.tables import TableRef
 from pgwatch_cli.console import literal, visible, warn
@@ -53,7 +53,7 @@ def run(options: TailOptions) -> None:
     for problem in nothing_can_arrive(installed, options):
         warn(problem)
     try:
-        asyncio.run(_tail(options, as_json))
+        lifecycle.run_async(_tail(options, as_json))
     except BrokenPipeError:
         # The reader went away (``bookwatch tail | head``): that ends the tail, quietly.
         # Point stdout at /dev/null so the interpreter's final flush does not complain.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import sys
@@ -10,6 +9,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 
+from pgwatch_cli import lifecycle
 from pgwatch_cli.commands.simulate import render, seed, storm
 from pgwatch_cli.commands.simulate.feed import event_hub
 from pgwatch_cli.commands.simulate.report import SeedReport, StormReport
@@ -54,7 +54,7 @@ def simulate(dsn: str, options: Options, *, as_json: bool) -> None:
 
 def _run(area: Scratch, options: Options) -> SeedReport | StormReport:
     try:
-        return asyncio.run(_play(area, options))
+        return lifecycle.run_async(_play(area, options))
     except BaseExceptionGroup as group:
         # A user task's failure arrives wrapped by its TaskGroup: unwrap it first, then map
         # it like a bare one (an except clause cannot hand over to its siblings).
