@@ -29,20 +29,24 @@ class ProtocolError(ValueError):
     """A frame that does not follow the replication protocol."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Keepalive:
     wal_end: int
     reply_requested: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Begin:
     final_lsn: int
-    committed_at: datetime
+    commit_micros: int  # protocol time (see PG_EPOCH); committed_at converts
     xid: int
 
+    @property
+    def committed_at(self) -> datetime:
+        return protocol_time(self.commit_micros)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class Message:
     transactional: bool
     lsn: int
@@ -50,14 +54,18 @@ class Message:
     content: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Commit:
     commit_lsn: int
     end_lsn: int
-    committed_at: datetime
+    commit_micros: int
+
+    @property
+    def committed_at(self) -> datetime:
+        return protocol_time(self.commit_micros)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Other:
     """A pgoutput message the relay does not use (its type byte kept for diagnostics)."""
 
@@ -66,49 +74,57 @@ class Other:
 
 Frame = Keepalive | Begin | Message | Commit | Other
 
+# The relay decodes three frames per event at tens of thousands of events per second: frames
+# are read in place by offset (no slicing copies) and times are converted only when asked.
+_KIND_AT = 1 + _XLOGDATA.size  # the pgoutput message type inside an XLogData frame
+_BODY_AT = _KIND_AT + 1
+_K, _W, _B, _C, _M = (ord(c) for c in "kwBCM")
+
 
 def decode(data: bytes | memoryview) -> Frame:
     """One CopyData payload from the walsender, decoded."""
-    buf = bytes(data)
+    buf = data if isinstance(data, bytes) else bytes(data)
     if not buf:
         raise ProtocolError("empty CopyData frame")
+    first = buf[0]
     try:
-        if buf[0] == ord("k"):
+        if first == _K:
             wal_end, _sent, reply = _KEEPALIVE.unpack_from(buf, 1)
             return Keepalive(wal_end, bool(reply))
-        if buf[0] == ord("w"):
-            return _decode_pgoutput(buf[1 + _XLOGDATA.size:])
+        if first == _W:
+            if len(buf) <= _KIND_AT:
+                raise ProtocolError("empty XLogData")
+            return _decode_pgoutput(buf)
     except struct.error as exc:
-        raise ProtocolError(f"short {chr(buf[0])!r} frame: {exc}") from None
+        raise ProtocolError(f"short {chr(first)!r} frame: {exc}") from None
     raise ProtocolError(f"unexpected CopyData frame type {buf[:1]!r}")
 
 
 def _decode_pgoutput(buf: bytes) -> Frame:
-    if not buf:
-        raise ProtocolError("empty XLogData")
-    kind, body = buf[0], buf[1:]
-    if kind == ord("B"):
-        final_lsn, when, xid = _BEGIN.unpack_from(body)
-        return Begin(final_lsn, _time(when), xid)
-    if kind == ord("C"):
-        _flags, commit_lsn, end_lsn, when = _COMMIT.unpack_from(body)
-        return Commit(commit_lsn, end_lsn, _time(when))
-    if kind == ord("M"):
-        flags, lsn = _MESSAGE_HEAD.unpack_from(body)
-        end = body.find(b"\0", _MESSAGE_HEAD.size)
+    kind = buf[_KIND_AT]
+    if kind == _M:
+        flags, lsn = _MESSAGE_HEAD.unpack_from(buf, _BODY_AT)
+        at = _BODY_AT + _MESSAGE_HEAD.size
+        end = buf.find(b"\0", at)
         if end < 0:
             raise ProtocolError("message prefix without terminator")
-        prefix = body[_MESSAGE_HEAD.size:end].decode("utf-8", "replace")
-        (length,) = _LENGTH.unpack_from(body, end + 1)
+        prefix = buf[at:end].decode("utf-8", "replace")
+        (length,) = _LENGTH.unpack_from(buf, end + 1)
         start = end + 1 + _LENGTH.size
-        content = body[start:start + length]
+        content = buf[start:start + length]
         if len(content) != length:
             raise ProtocolError("message content shorter than its length")
         return Message(bool(flags & 1), lsn, prefix, content)
+    if kind == _B:
+        final_lsn, when, xid = _BEGIN.unpack_from(buf, _BODY_AT)
+        return Begin(final_lsn, when, xid)
+    if kind == _C:
+        _flags, commit_lsn, end_lsn, when = _COMMIT.unpack_from(buf, _BODY_AT)
+        return Commit(commit_lsn, end_lsn, when)
     return Other(chr(kind))
 
 
-def _time(micros: int) -> datetime:
+def protocol_time(micros: int) -> datetime:
     return PG_EPOCH + timedelta(microseconds=micros)
 
 

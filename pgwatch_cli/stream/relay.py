@@ -12,6 +12,7 @@ The slot admits one consumer, so a running relay is also the leader: others get 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +31,11 @@ MAX_BATCH_EVENTS = 5000
 # A batch is appended when the stream has nothing more right now, when it is this big, or when
 # its first transaction has waited this long: under a steady flood the socket is never empty.
 MAX_BATCH_WAIT_S = 0.005
+# Under a heavy stream, a batch waits this long for more transactions even when the socket is
+# momentarily empty: every append is a round trip, a commit and a wake-up, which cost more CPU
+# than the events in a small batch. Below BUSY_EVENTS_PER_S nothing waits (latency first).
+LINGER_S = 0.004
+BUSY_EVENTS_PER_S = 2000.0
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 EVENT_HEAD = ',"table":'
 HOUSEKEEPING_EVERY_S = 60.0
@@ -68,6 +74,28 @@ class _Transaction:
     size: int = 0
 
 
+class _Rate:
+    """Events appended per second over the last second or so, to tell a heavy stream."""
+
+    def __init__(self) -> None:
+        self._window_start = monotonic()
+        self._count = 0
+        self._rate = 0.0
+
+    def add(self, events: int) -> None:
+        now = monotonic()
+        self._count += events
+        elapsed = now - self._window_start
+        if elapsed >= 1.0:
+            self._rate, self._count, self._window_start = self._count / elapsed, 0, now
+
+    def linger(self, pending_since: float) -> float:
+        """How long the next read may wait before the pending batch is appended."""
+        if self._rate < BUSY_EVENTS_PER_S:
+            return 0.0
+        return max(0.0, pending_since + LINGER_S - monotonic())
+
+
 class Relay:
     """Relays until ``stop`` is set or the replication connection fails (ReplicationLost).
 
@@ -93,6 +121,7 @@ class Relay:
         self._housekeeping = housekeeping
         self._housekept_at = monotonic()
         self._secrets: frozenset[bytes] = frozenset()
+        self._rate = _Rate()
 
     def run(self) -> None:
         """Take the slot (SlotMissing / SlotBusy when it cannot) and relay until stopped."""
@@ -120,11 +149,19 @@ class Relay:
         reached = 0  # end LSN of the last transaction fully handled (appended or empty)
         confirmed = 0
         current: _Transaction | None = None
-        committed_at: datetime | None = None
+        committed_micros: int | None = None  # commit time of the last pending transaction
         status_sent_at = monotonic()
         reported_at = monotonic()
         while not self._stop.is_set():
-            raw = stream.read(0 if pending else POLL_S)
+            if pending:
+                raw = stream.read(0)
+                linger = self._rate.linger(pending_since) if raw is None else 0.0
+                if linger > 0:
+                    # Sleep rather than wake for each frame: one read then takes many.
+                    time.sleep(linger)
+                    raw = stream.read(0)
+            else:
+                raw = stream.read(POLL_S)
             if (
                 raw is None
                 or len(pending) >= MAX_BATCH_EVENTS
@@ -132,7 +169,7 @@ class Relay:
                 or (pending and monotonic() - pending_since >= MAX_BATCH_WAIT_S)
             ):
                 if pending:
-                    self._append(slot, pending, pending_commit, committed_at)
+                    self._append(slot, pending, pending_commit, committed_micros)
                     pending, pending_bytes = [], 0
                 if reached > confirmed:
                     stream.send(pgoutput.standby_status(reached))
@@ -147,16 +184,9 @@ class Relay:
                         status_sent_at = monotonic()
                     continue
             frame = pgoutput.decode(raw)
-            if isinstance(frame, pgoutput.Keepalive):
-                if current is None and not pending:
-                    # Everything before the server's WAL end has been sent and handled.
-                    reached = max(reached, frame.wal_end)
-                if frame.reply_requested:
-                    stream.send(pgoutput.standby_status(confirmed))
-                    status_sent_at = monotonic()
-            elif isinstance(frame, pgoutput.Begin):
-                current = _Transaction()
-            elif isinstance(frame, pgoutput.Message):
+            kind = type(frame)  # most frequent first: this runs three times per event
+            if kind is pgoutput.Message:
+                assert isinstance(frame, pgoutput.Message)
                 event = self._well_formed(frame) if current is not None else None
                 if event is None:
                     if frame.prefix == relay_store.MESSAGE_PREFIX:
@@ -165,7 +195,10 @@ class Relay:
                 assert current is not None
                 current.events.append(event)
                 current.size += len(event.event.tail)
-            elif isinstance(frame, pgoutput.Commit):
+            elif kind is pgoutput.Begin:
+                current = _Transaction()
+            elif kind is pgoutput.Commit:
+                assert isinstance(frame, pgoutput.Commit)
                 if current is not None and current.events:
                     if frame.commit_lsn <= done_lsn:
                         self.stats.skipped += 1
@@ -175,16 +208,24 @@ class Relay:
                         pending.extend(current.events)
                         pending_bytes += current.size
                         pending_commit = frame.commit_lsn
-                        committed_at = frame.committed_at
+                        committed_micros = frame.commit_micros
                         self.stats.transactions += 1
                 reached = max(reached, frame.end_lsn)
                 current = None
+            elif kind is pgoutput.Keepalive:
+                assert isinstance(frame, pgoutput.Keepalive)
+                if current is None and not pending:
+                    # Everything before the server's WAL end has been sent and handled.
+                    reached = max(reached, frame.wal_end)
+                if frame.reply_requested:
+                    stream.send(pgoutput.standby_status(confirmed))
+                    status_sent_at = monotonic()
         if pending:
-            self._append(slot, pending, pending_commit, committed_at)
+            self._append(slot, pending, pending_commit, committed_micros)
             stream.send(pgoutput.standby_status(reached))
 
     def _append(
-        self, slot: str, pending: list[_Candidate], commit_lsn: int, committed_at: datetime | None
+        self, slot: str, pending: list[_Candidate], commit_lsn: int, committed_micros: int | None
     ) -> None:
         if any(candidate.secret not in self._secrets for candidate in pending):
             # One look per batch, however many forged messages it holds: a reinstall may have
@@ -198,7 +239,9 @@ class Relay:
             self.stats.newest_seq = newest
         self.stats.appended += len(events)
         self.stats.batches += 1
-        if committed_at is not None:
+        self._rate.add(len(events))
+        if committed_micros is not None:
+            committed_at = pgoutput.protocol_time(committed_micros)
             self.stats.lag_s = (datetime.now(UTC) - committed_at).total_seconds()
 
     def _well_formed(self, message: pgoutput.Message) -> _Candidate | None:

@@ -100,10 +100,12 @@ class ReplicationStream:
     def read(self, timeout: float) -> bytes | None:
         """The next CopyData frame, or None when none arrives within ``timeout`` seconds
         (0: only what has already arrived)."""
-        deadline = monotonic() + timeout
         pgconn = self._pgconn
+        size, data = pgconn.get_copy_data(1)
+        if size > 0:  # under load a frame is almost always buffered already
+            return bytes(data)
+        deadline = monotonic() + timeout
         while True:
-            size, data = pgconn.get_copy_data(1)
             if size > 0:
                 return bytes(data)
             if size == -1:
@@ -120,6 +122,7 @@ class ReplicationStream:
                 pgconn.consume_input()
             except psycopg.OperationalError as exc:
                 raise ReplicationLost(str(exc).strip() or "connection lost") from None
+            size, data = pgconn.get_copy_data(1)
 
     def send(self, data: bytes) -> None:
         pgconn = self._pgconn
