@@ -34,7 +34,7 @@ MAX_BATCH_WAIT_S = 0.005
 # Under a heavy stream, a batch waits this long for more transactions even when the socket is
 # momentarily empty: every append is a round trip, a commit and a wake-up, which cost more CPU
 # than the events in a small batch. Below BUSY_EVENTS_PER_S nothing waits (latency first).
-LINGER_S = 0.004
+LINGER_S = 0.002
 BUSY_EVENTS_PER_S = 2000.0
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 EVENT_HEAD = ',"table":'
