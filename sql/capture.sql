@@ -55,19 +55,21 @@ $$;
 -- name order) leaves the event in a transaction-local setting; this SECURITY DEFINER trigger,
 -- attached right after it, adds the names of its own relation and the secret and emits. Being
 -- a trigger, it cannot be called directly; EXECUTE is revoked, so only the installer attaches
--- it; nothing runs between the two for one row (their names, bookwatch_capture and
--- bookwatch_capture_send, leave no room for another trigger in between but one named
--- bookwatch_capture_<something below "send">), so a setting forged beforehand is overwritten.
+-- it. The capture trigger always writes the setting, so a value forged beforehand is
+-- overwritten. The setting is named by the trigger depth: a user trigger that sorts between
+-- the two (bookwatch_capture_<below "send">) and writes another watched table fires that
+-- table's pair one level deeper, with a setting of its own, instead of taking this row's.
 CREATE OR REPLACE FUNCTION bookwatch.send_wal() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    body text := current_setting('bookwatch.wal_event', true);
+    handover text := 'bookwatch.wal_event' || pg_trigger_depth();
+    body text := current_setting(handover, true);
     names text[];
 BEGIN
     IF body IS NULL OR body = '' THEN
         RETURN NULL;  -- an UPDATE that changed nothing
     END IF;
-    PERFORM set_config('bookwatch.wal_event', '', true);
+    PERFORM set_config(handover, '', true);
     -- With only pg_catalog and pg_temp on the path, regclass output is schema-qualified;
     -- parse_ident undoes the quoting. A partition is named by its root.
     names := parse_ident(COALESCE(pg_partition_root(TG_RELID), TG_RELID)::regclass::text);
@@ -165,7 +167,8 @@ BEGIN
         END IF;
         IF changed IS NULL THEN
             IF TG_ARGV[1] = 'wal' THEN
-                PERFORM set_config('bookwatch.wal_event', '', true);  -- see send_wal()
+                -- The hand-over to send_wal(), named by depth (see there): nothing to send.
+                PERFORM set_config('bookwatch.wal_event' || pg_trigger_depth(), '', true);
             END IF;
             RETURN NULL;  -- an UPDATE that changes nothing is not an event
         END IF;
@@ -220,7 +223,7 @@ BEGIN
     IF TG_ARGV[1] = 'wal' THEN
         -- No NOTIFY, so no 8000-byte limit: the event goes whole into the WAL, through the
         -- bookwatch_send trigger that fires next (send_wal()).
-        PERFORM set_config('bookwatch.wal_event', payload, true);
+        PERFORM set_config('bookwatch.wal_event' || pg_trigger_depth(), payload, true);
         RETURN NULL;
     END IF;
 

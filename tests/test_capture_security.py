@@ -143,7 +143,9 @@ def test_nobody_else_can_forge_events(owner, target, mode, make_role):
         for statement in ("UPDATE guests SET email = email WHERE id = 1",
                           "UPDATE guests SET email = 'real@example.org' WHERE id = 1"):
             with conn.transaction():
-                conn.execute("SELECT set_config('bookwatch.wal_event', %s, true)", (forged,))
+                for depth in ("", "1", "2"):  # the name it has at each trigger depth
+                    conn.execute("SELECT set_config(%s, %s, true)",
+                                 (f"bookwatch.wal_event{depth}", forged))
                 conn.execute(statement)
         # The log itself is closed to writes, its sequence too.
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

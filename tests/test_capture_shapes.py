@@ -85,6 +85,26 @@ def test_an_update_that_changes_the_key_carries_old_pk(db, target, mode, events)
     assert moved["old_pk"] == {"room": "101", "night": "2026-12-24"}
 
 
+def test_a_user_trigger_between_capture_and_send_that_writes_a_watched_table_loses_nothing(
+    db, target, mode, events
+):
+    db.execute("CREATE TABLE rooms (id int PRIMARY KEY, state text)")
+    db.execute("CREATE TABLE audit (id serial PRIMARY KEY, note text)")
+    db.execute("INSERT INTO rooms VALUES (1, 'free')")
+    install(target, "rooms", mode=mode)
+    install(target, "audit", mode=mode)
+    # Its name sorts after bookwatch_capture and before bookwatch_capture_send.
+    db.execute("CREATE FUNCTION write_audit() RETURNS trigger LANGUAGE plpgsql AS $$"
+               " BEGIN INSERT INTO audit (note) VALUES ('room ' || NEW.id); RETURN NULL; END $$")
+    db.execute("CREATE TRIGGER bookwatch_capture_audit AFTER UPDATE ON rooms FOR EACH ROW"
+               " EXECUTE FUNCTION write_audit()")
+    db.execute("UPDATE rooms SET state = 'taken' WHERE id = 1")
+    found = events.events(2)
+    assert sorted((e["table"], e["action"]) for e in found) == [
+        ("audit", "INSERT"), ("rooms", "UPDATE")]
+    assert next(e for e in found if e["table"] == "rooms")["diff"] == {"state": ["free", "taken"]}
+
+
 def test_truncate_is_one_event_per_table(db, target, mode, events):
     db.execute("CREATE TABLE rooms (id int PRIMARY KEY)")
     db.execute("CREATE TABLE guests (id int PRIMARY KEY)")
