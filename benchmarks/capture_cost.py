@@ -12,8 +12,9 @@ libpq settings (PGHOST, PGPORT, PGUSER) or --dsn for a role that may create data
 The parts, cheapest first: a PL/pgSQL trigger that does nothing; one that only emits a
 constant message of an event's size with pg_logical_emit_message; a SECURITY DEFINER one that
 reads the secret and emits (the floor of wal mode's emitting step); wal mode's capture trigger
-alone (builds the event, hands it over, emits nothing); all of wal mode; log and notify mode;
-the seed's plain NOTIFY trigger.
+alone (builds the event, hands it over, emits nothing); all of wal mode, with the function
+compiled for the table and with the generic one; log and notify mode; the seed's plain NOTIFY
+trigger.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import sys
 from collections.abc import Callable
 
 import psycopg
+from psycopg import sql
 
 TABLE = "accounts"
 ROWS = 100_000
@@ -88,6 +90,24 @@ def bookwatch_mode(mode: str, *, drop_send: bool = False) -> SetUp:
     return set_up
 
 
+def generic_wal(conn: psycopg.Connection, dsn: str) -> None:
+    """wal mode with the generic capture function in place of the table's compiled one."""
+    bookwatch(dsn, "install-triggers", "-t", TABLE, "--mode", "wal")
+    row = conn.execute(
+        "SELECT tgnargs, tgargs FROM pg_trigger WHERE tgname = 'bookwatch_capture'"
+        f" AND tgrelid = '{TABLE}'::regclass"
+    ).fetchone()
+    assert row is not None
+    args = bytes(row[1]).split(b"\0")[: row[0]]
+    conn.execute(f"DROP TRIGGER bookwatch_capture ON {TABLE}")
+    conn.execute(
+        sql.SQL("CREATE TRIGGER bookwatch_capture AFTER INSERT OR UPDATE OR DELETE ON {}"
+                " FOR EACH ROW EXECUTE FUNCTION bookwatch.capture({})").format(
+            sql.Identifier(TABLE), sql.SQL(", ").join(sql.Literal(a.decode()) for a in args)
+        )
+    )
+
+
 VARIANTS: dict[str, SetUp] = {
     "no trigger": lambda conn, dsn: None,
     "empty PL/pgSQL trigger": plain_trigger("bench_nothing"),
@@ -95,6 +115,7 @@ VARIANTS: dict[str, SetUp] = {
     "definer: secret + emit": plain_trigger("bench_definer_emit"),
     "wal: capture only": bookwatch_mode("wal", drop_send=True),
     "wal (capture + emit)": bookwatch_mode("wal"),
+    "wal, generic function": generic_wal,
     "log": bookwatch_mode("log"),
     "notify": bookwatch_mode("notify"),
     "seed NOTIFY trigger": plain_trigger("bench_seed"),

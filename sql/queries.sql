@@ -34,15 +34,27 @@ SELECT n.nspname::text AS schema,
               WHERE tt.tgrelid = t.tgrelid AND tt.tgname IN
                     ('bookwatch_truncate', 'bookwatch_capture_send', 'bookwatch_truncate_send'))
            AS others,
-       c.relkind = 'p' AS partitioned
+       c.relkind = 'p' AS partitioned,
+       p.proname::text AS function,
+       pg_catalog.obj_description(p.oid, 'pg_proc') AS function_comment
   FROM pg_catalog.pg_trigger t
   JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
   JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
- WHERE t.tgname = 'bookwatch_capture' AND pn.nspname = 'bookwatch' AND p.proname = 'capture'
+ WHERE t.tgname = 'bookwatch_capture' AND pn.nspname = 'bookwatch'
+   AND (p.proname = 'capture' OR p.proname LIKE 'capture\_wal\_%')
    AND NOT t.tgisinternal AND t.tgparentid = 0
  ORDER BY 1, 2;
+
+-- name: unused_compiled_functions
+-- wal mode's per-table capture functions that no trigger uses any more (their table was
+-- dropped, moved to another mode, or restored with a new oid).
+SELECT p.proname::text
+  FROM pg_catalog.pg_proc p
+ WHERE p.pronamespace = 'bookwatch'::regnamespace AND p.proname LIKE 'capture\_wal\_%'
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgfoid = p.oid)
+ ORDER BY 1;
 
 -- name: schema_exists
 SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'bookwatch');

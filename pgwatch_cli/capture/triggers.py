@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgwatch_cli.capture import migrations, modes, slot, sqlfiles
+from pgwatch_cli.capture import fastpath, migrations, modes, slot, sqlfiles
 from pgwatch_cli.capture import retention as durations
 from pgwatch_cli.capture.config import Mode, TriggerConfig
 from pgwatch_cli.capture.tables import TableRef
@@ -35,6 +35,8 @@ class InstalledTrigger:
     config: TriggerConfig
     # The other triggers of the set (truncate, and wal mode's send triggers) are all there.
     complete: bool = True
+    function: str = "capture"  # or wal mode's function compiled for the table (fastpath)
+    compiled_for: tuple[str, ...] | None = None  # the columns it was compiled for
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -105,14 +107,16 @@ def check_channel(channel: str) -> str:
 def installed_triggers(conn: psycopg.Connection[Any]) -> list[InstalledTrigger]:
     rows = conn.execute(sqlfiles.query("installed_triggers")).fetchall()
     found = []
-    for schema, table, enabled, _deferred, nargs, raw_args, others, _partitioned in rows:
+    for (schema, table, enabled, _deferred, nargs, raw_args, others, _partitioned, function,
+         comment) in rows:
         args = [part.decode() for part in bytes(raw_args).split(b"\0")[:nargs]]
         config = TriggerConfig.from_arguments(args)
         expected = {TRUNCATE_TRIGGER_NAME}
         if config.mode is Mode.WAL:
             expected |= {SEND_TRIGGER_NAME, TRUNCATE_SEND_TRIGGER_NAME}
         found.append(InstalledTrigger(
-            TableRef(schema, table), enabled, config, complete=set(others or ()) == expected
+            TableRef(schema, table), enabled, config, complete=set(others or ()) == expected,
+            function=function, compiled_for=fastpath.compiled_columns(comment),
         ))
     return found
 
@@ -214,21 +218,25 @@ def plan_install(
             converted = _config_for(conn, table, old.config.channel, old.config.mode,
                                     old.config.excluded)
             assert converted is not None  # the trigger is on it, so the table exists
-            plan.statements.extend(_replace_triggers(table, converted))
+            plan.statements.extend(_replace_triggers(
+                table, converted, _fast_path(conn, table, converted), old.function))
             plan.change(f"{table}: upgraded ({converted.mode.value} mode kept)",
                         f"{table}: would be upgraded ({converted.mode.value} mode kept)")
     for table, config in wanted.items():
         final_modes[table] = config.mode
         existing = current.get(table)
+        fast = _fast_path(conn, table, config)
         if (existing is not None and existing.enabled and existing.complete
-                and existing.config == config):
+                and existing.config == config and _function_current(existing, fast)):
             plan.note(f"{table}: already installed")
             continue
-        plan.statements.extend(_replace_triggers(table, config))
+        plan.statements.extend(_replace_triggers(
+            table, config, fast, existing.function if existing else None))
         verb = "updated" if existing is not None else "installed"
         detail = f"(channel {channel}, {config.mode.value} mode)"
         plan.change(f"{table}: {verb} {detail}", f"{table}: would be {verb} {detail}")
 
+    _drop_unused_compiled(conn, plan)
     if Mode.WAL in final_modes.values():
         publication = slot.publication_name(conn)
         if not slot.publication_exists(conn, publication):
@@ -241,8 +249,46 @@ def plan_install(
     return plan
 
 
-def _replace_triggers(table: TableRef, config: TriggerConfig) -> list[Statement]:
-    return [*_drop_triggers(table), *_create_triggers(table, config)]
+def _fast_path(
+    conn: psycopg.Connection[Any], table: TableRef, config: TriggerConfig
+) -> fastpath.FastPath | None:
+    if config.mode is not Mode.WAL:
+        return None
+    found = _lookup(conn, table)
+    assert found is not None  # validated by _config_for
+    columns = fastpath.columns_of(conn, found[0])
+    return fastpath.FastPath(found[0], columns) if fastpath.applies(config, columns) else None
+
+
+def _function_current(existing: InstalledTrigger, fast: fastpath.FastPath | None) -> bool:
+    """The trigger runs the function it should: the generic one, or the table's compiled one
+    for its columns as they are now."""
+    if fast is None:
+        return existing.function == "capture"
+    return existing.function == fast.name and existing.compiled_for == fast.columns
+
+
+def _replace_triggers(
+    table: TableRef, config: TriggerConfig, fast: fastpath.FastPath | None,
+    previous_function: str | None,
+) -> list[Statement]:
+    statements: list[Statement] = [*_drop_triggers(table)]
+    if fast is not None:
+        statements += fastpath.create_statements(fast, config)
+    function = fast.name if fast is not None else "capture"
+    statements += _create_triggers(table, config, function)
+    if (previous_function is not None and previous_function.startswith(fastpath.NAME_PREFIX)
+            and previous_function != function):
+        statements.append(fastpath.drop_statement(previous_function))
+    return statements
+
+
+def _drop_unused_compiled(conn: psycopg.Connection[Any], plan: Plan) -> None:
+    """Compiled functions left without a trigger (a watched table dropped by hand)."""
+    if not log_schema_exists(conn):
+        return
+    for (name,) in conn.execute(sqlfiles.query("unused_compiled_functions")).fetchall():
+        plan.statements.append(fastpath.drop_statement(str(name)))
 
 
 def _drop_triggers(table: TableRef) -> list[Statement]:
@@ -255,23 +301,26 @@ def _drop_trigger(table: TableRef, name: str) -> sql.Composed:
     )
 
 
-def _create_triggers(table: TableRef, config: TriggerConfig) -> list[Statement]:
+def _create_triggers(
+    table: TableRef, config: TriggerConfig, function: str = "capture"
+) -> list[Statement]:
     # log mode numbers events at commit, so its row trigger is a deferred constraint trigger.
     # wal and notify need no such thing: WAL messages and NOTIFYs are both delivered at commit,
     # in commit order.
     row_template = (
         "CREATE CONSTRAINT TRIGGER {name} AFTER INSERT OR UPDATE OR DELETE ON {table}"
-        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bookwatch.capture({args})"
+        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bookwatch.{function}({args})"
         if config.mode is Mode.LOG
         else "CREATE TRIGGER {name} AFTER INSERT OR UPDATE OR DELETE ON {table}"
-        " FOR EACH ROW EXECUTE FUNCTION bookwatch.capture({args})"
+        " FOR EACH ROW EXECUTE FUNCTION bookwatch.{function}({args})"
     )
     args = sql.SQL(", ").join(sql.Literal(arg) for arg in config.arguments())
     truncate_template = ("CREATE TRIGGER {name} AFTER TRUNCATE ON {table}"
                          " FOR EACH STATEMENT EXECUTE FUNCTION bookwatch.{function}({args})")
     statements: list[Statement] = [
         sql.SQL(row_template).format(
-            name=sql.Identifier(TRIGGER_NAME), table=table.identifier(), args=args
+            name=sql.Identifier(TRIGGER_NAME), table=table.identifier(),
+            function=sql.Identifier(function), args=args,
         ),
         sql.SQL(truncate_template).format(
             name=sql.Identifier(TRUNCATE_TRIGGER_NAME), table=table.identifier(),
@@ -302,11 +351,15 @@ def plan_remove(
     plan = Plan()
     for trigger in chosen:
         plan.statements.extend(_drop_triggers(trigger.table))
+        if trigger.function.startswith(fastpath.NAME_PREFIX):
+            plan.statements.append(fastpath.drop_statement(trigger.function))
         plan.change(f"{trigger.table}: removed", f"{trigger.table}: would be removed")
     for table in tables or ():
         if all(t.table != table for t in chosen):
             plan.note(f"{table}: not installed, nothing to do")
     remaining = [t for t in current if t not in chosen]
+    if not drop_log:
+        _drop_unused_compiled(conn, plan)
     if drop_log:
         if remaining:
             names = ", ".join(str(t.table) for t in remaining)
@@ -366,7 +419,11 @@ def plan_scratch_drop(
     ])
     if not log_schema_exists(conn):
         return plan
-    others = [t for t in installed_triggers(conn) if t.table.schema != schema]
+    installed = installed_triggers(conn)
+    others = [t for t in installed if t.table.schema != schema]
+    plan.statements += [fastpath.drop_statement(t.function) for t in installed
+                        if t.table.schema == schema
+                        and t.function.startswith(fastpath.NAME_PREFIX)]
     foreign_rows = conn.execute(
         "SELECT count(*) FROM bookwatch.change_log WHERE channel <> %s", (channel,)
     ).fetchone()
