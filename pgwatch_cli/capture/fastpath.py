@@ -112,8 +112,9 @@ def drop_statement(name: str) -> sql.Composed:
 
 
 def _text(value: str) -> str:
-    """A SQL string literal (standard_conforming_strings: only quotes are doubled)."""
-    return "'" + value.replace("'", "''") + "'"
+    """A SQL string literal that reads the same whatever the writer's session sets
+    ``standard_conforming_strings`` to (the function's statements are parsed in its session)."""
+    return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _json_name(name: str) -> str:
