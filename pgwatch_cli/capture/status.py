@@ -98,10 +98,10 @@ def _stale_compiled(conn: psycopg.Connection[Any], found: list[InstalledTrigger]
     still whole (the generic code takes over), only the faster path is gone."""
     stale = []
     for trigger in found:
-        if trigger.compiled_for is None or not trigger.function.startswith(fastpath.NAME_PREFIX):
+        suffix = trigger.function.removeprefix(fastpath.NAME_PREFIX)
+        if trigger.compiled_for is None or suffix == trigger.function or not suffix.isdigit():
             continue
-        relid = int(trigger.function.removeprefix(fastpath.NAME_PREFIX))
-        if fastpath.columns_of(conn, relid) != trigger.compiled_for:
+        if fastpath.columns_of(conn, int(suffix)) != trigger.compiled_for:
             stale.append(str(trigger.table))
     if not stale:
         return []

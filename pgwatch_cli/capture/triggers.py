@@ -358,7 +358,7 @@ def plan_remove(
         if all(t.table != table for t in chosen):
             plan.note(f"{table}: not installed, nothing to do")
     remaining = [t for t in current if t not in chosen]
-    if not drop_log:
+    if not drop_log:  # --drop-log drops schema bookwatch, compiled functions included
         _drop_unused_compiled(conn, plan)
     if drop_log:
         if remaining:
