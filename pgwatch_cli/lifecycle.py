@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -51,6 +51,48 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+SignalHandler = Callable[[int, FrameType | None], Any]
+
+
+@contextmanager
+def handling(signums: Iterable[int], handler: SignalHandler) -> Iterator[None]:
+    """While inside, ``handler`` receives ``signums``; the previous handlers come back after.
+    Outside the main thread (where Python refuses handlers) nothing changes."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in signums}
+    try:
+        yield
+    finally:
+        _restore(previous)
+
+
+@contextmanager
+def loop_handling(
+    loop: asyncio.AbstractEventLoop, signums: Iterable[int], callback: Callable[[int], object]
+) -> Iterator[None]:
+    """``handling`` for an asyncio loop: ``callback(signum)`` runs in the loop. Afterwards the
+    previous handlers come back, not the default action asyncio leaves behind, which would end
+    the process in the middle of the cleanup that follows."""
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+    for signum in previous:
+        loop.add_signal_handler(signum, callback, signum)
+    try:
+        yield
+    finally:
+        for signum in previous:
+            loop.remove_signal_handler(signum)
+        _restore(previous)
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        # None: a handler not set from Python, which cannot be put back from here.
+        if handler is not None:
+            signal.signal(signum, handler)
+
+
 def run_async(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` in which SIGTERM and SIGHUP end ``main`` the way asyncio ends it on
     Ctrl-C: the main task is cancelled, its cleanup runs, then ``Terminated`` is raised.
@@ -78,34 +120,20 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
             for task in running:
                 task.cancel()
 
-        previous = {signum: signal.getsignal(signum) for signum in TERMINATING}
-        for signum in TERMINATING:
-            loop.add_signal_handler(signum, stop, signum)
-        try:
-            return runner.run(tracked())
-        except asyncio.CancelledError:
-            if caught:
-                raise Terminated(caught[0]) from None
-            raise
-        finally:
-            for signum, handler in previous.items():
-                loop.remove_signal_handler(signum)
-                if handler is not None:
-                    signal.signal(signum, handler)
+        with loop_handling(loop, TERMINATING, stop):
+            try:
+                return runner.run(tracked())
+            except asyncio.CancelledError:
+                if caught:
+                    raise Terminated(caught[0]) from None
+                raise
 
 
 @contextmanager
 def signals_raise() -> Iterator[None]:
     """While inside: SIGTERM and SIGHUP raise ``Terminated`` in the main thread."""
-    if not _in_main_thread():
+    with handling(TERMINATING, _raise_terminated):
         yield
-        return
-    previous = {signum: signal.signal(signum, _raise_terminated) for signum in TERMINATING}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @contextmanager
@@ -126,21 +154,15 @@ def signals_deferred() -> Iterator[None]:
     For cleanup (a second Ctrl-C must not leave a scratch schema behind) and for steps that
     must not be cut in half (starting the embedded server registers it for release only at
     the end)."""
-    if not _in_main_thread():
-        yield
-        return
     pending: list[int] = []
 
     def remember(signum: int, _frame: FrameType | None) -> None:
         pending.append(signum)
 
-    watched = (signal.SIGINT, *TERMINATING)
-    previous = {signum: signal.signal(signum, remember) for signum in watched}
     try:
-        yield
+        with handling((signal.SIGINT, *TERMINATING), remember):
+            yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         # The signal wins over a failure of the block: that failure is most likely its
         # consequence (``timeout`` signals the whole process group, initdb included).
         if pending:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from time import monotonic
 from types import FrameType
@@ -16,7 +15,7 @@ from types import FrameType
 import psycopg
 from psycopg.rows import TupleRow
 
-from pgwatch_cli import console
+from pgwatch_cli import console, lifecycle
 from pgwatch_cli.errors import BookwatchError, NotInstalled
 from pgwatch_cli.stream import relay_leader, relay_store
 from pgwatch_cli.stream.pgoutput import ProtocolError
@@ -108,18 +107,12 @@ def _no_slot(slot: str) -> NotInstalled:
     )
 
 
-@contextmanager
-def _signals_set(stop: threading.Event, caught: list[int]) -> Iterator[None]:
+def _signals_set(stop: threading.Event, caught: list[int]) -> AbstractContextManager[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         caught.append(signum)
         stop.set()
 
-    previous = {sig: signal.signal(sig, handler) for sig in _SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return lifecycle.handling(_SIGNALS, handler)
 
 
 def _first_line(exc: BaseException) -> str:

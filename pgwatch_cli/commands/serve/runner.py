@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pgwatch_cli import console, db
+from pgwatch_cli import console, db, lifecycle
 from pgwatch_cli.commands.serve import logs, pauses, presence_sync
 from pgwatch_cli.commands.serve.app import AppSettings, create_app
 from pgwatch_cli.commands.serve.connections import Connections
@@ -187,23 +187,16 @@ class Stopper:
         self.loop = asyncio.get_running_loop()
         self.event = asyncio.Event()
         self.stopped_by: int | None = None
-        self._previous: dict[int, Any] = {}
+        self._handlers = contextlib.ExitStack()
 
     def __enter__(self) -> Stopper:
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                self._previous[sig] = signal.getsignal(sig)
-                self.loop.add_signal_handler(sig, self.on_signal, sig)
+            self._handlers.enter_context(lifecycle.loop_handling(
+                self.loop, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP), self.on_signal))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig, previous in self._previous.items():
-            self.loop.remove_signal_handler(sig)
-            # asyncio leaves the default action behind, which would end the process in the
-            # middle of the cleanup that follows; the CLI's own handler goes back instead
-            # (None: a handler not set from Python, which cannot be put back from here).
-            if previous is not None:
-                signal.signal(sig, previous)
+        self._handlers.close()
 
     def on_signal(self, sig: int) -> None:
         if self.stopped_by is None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pgwatch_cli import console
+from pgwatch_cli import console, lifecycle
 from pgwatch_cli.commands.serve.runner import (
     Running,
     ServeFailed,
@@ -62,47 +62,43 @@ def _supervise(
             stopped_by.append(sig)
         stop.set()
 
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
     processes = []
-    try:
-        for index, sock in enumerate(sockets):
-            process = context.Process(
-                target=_worker_main, name=f"bookwatch-serve-{index}",
-                args=(options, sock, WorkerInfo(index, len(sockets), counts), started),
-            )
-            process.start()
-            processes.append(process)
-        url = url_of(sockets[0])
-        waiting = set(range(len(sockets)))
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while waiting and not stop.is_set():
-            with contextlib.suppress(Exception):
-                waiting.discard(started.get(timeout=0.2))
-            dead = [p for p in processes if p.exitcode is not None]
-            if dead:
-                raise ServeFailed(f"A worker process failed to start (exit {dead[0].exitcode}).")
-            if time.monotonic() > deadline:
-                raise ServeFailed("The worker processes did not start within 60 s.")
-        for sock in sockets:
-            # The workers hold their own copies; a socket left open here would get its share
-            # of connections and nobody to accept them.
-            sock.close()
-        if not stop.is_set():
-            ready(Running(url, None, stop.set))
-        while not stop.wait(0.2):
-            dead = [p for p in processes if p.exitcode is not None]
-            if dead:
-                raise ServeFailed(
-                    f"Worker {dead[0].name} stopped unexpectedly (exit {dead[0].exitcode}); "
-                    "stopping the others.")
-        return stopped_by[0] if stopped_by else None
-    finally:
-        _stop_all(processes)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with lifecycle.handling((signal.SIGINT, signal.SIGTERM), on_signal):
+        try:
+            for index, sock in enumerate(sockets):
+                process = context.Process(
+                    target=_worker_main, name=f"bookwatch-serve-{index}",
+                    args=(options, sock, WorkerInfo(index, len(sockets), counts), started),
+                )
+                process.start()
+                processes.append(process)
+            url = url_of(sockets[0])
+            waiting = set(range(len(sockets)))
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while waiting and not stop.is_set():
+                with contextlib.suppress(Exception):
+                    waiting.discard(started.get(timeout=0.2))
+                dead = [p for p in processes if p.exitcode is not None]
+                if dead:
+                    raise ServeFailed(
+                        f"A worker process failed to start (exit {dead[0].exitcode}).")
+                if time.monotonic() > deadline:
+                    raise ServeFailed("The worker processes did not start within 60 s.")
+            for sock in sockets:
+                # The workers hold their own copies; a socket left open here would get its
+                # share of connections and nobody to accept them.
+                sock.close()
+            if not stop.is_set():
+                ready(Running(url, None, stop.set))
+            while not stop.wait(0.2):
+                dead = [p for p in processes if p.exitcode is not None]
+                if dead:
+                    raise ServeFailed(
+                        f"Worker {dead[0].name} stopped unexpectedly"
+                        f" (exit {dead[0].exitcode}); stopping the others.")
+            return stopped_by[0] if stopped_by else None
+        finally:
+            _stop_all(processes)
 
 
 def _stop_all(processes: list[Any]) -> None:
