@@ -138,13 +138,19 @@ def test_wal_mode_relays_everything_once_and_leaves_no_slot(
         assert conn.execute("SELECT count(*) FROM pg_publication").fetchone() == (0,)
 
 
+def install_users_bookings(bookwatch: Invoke, dsn: str) -> Any:
+    """The user's own table ``bookings``, installed (auto mode) before bench runs."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bookings (id int PRIMARY KEY, note text)")
+    installed = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings")
+    assert installed.exit_code == 0, installed.stderr
+    return installed
+
+
 def test_wal_mode_keeps_the_users_own_slot_and_log(
     bookwatch: Invoke, logical_db: str
 ) -> None:
-    with psycopg.connect(logical_db, autocommit=True) as conn:
-        conn.execute("CREATE TABLE bookings (id int PRIMARY KEY, note text)")
-    installed = bookwatch("install-triggers", "--dsn", logical_db, "-t", "bookings")
-    assert installed.exit_code == 0, installed.stderr
+    installed = install_users_bookings(bookwatch, logical_db)
     assert "capture mode: wal" in installed.stderr
     with psycopg.connect(logical_db, autocommit=True) as conn:
         slots_before = conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall()
@@ -168,10 +174,7 @@ def test_wal_mode_keeps_the_users_own_slot_and_log(
 def test_no_relay_leaves_relaying_to_a_bookwatch_relay_process(
     bookwatch: Invoke, logical_db: str
 ) -> None:
-    with psycopg.connect(logical_db, autocommit=True) as conn:
-        conn.execute("CREATE TABLE bookings (id int PRIMARY KEY, note text)")
-    installed = bookwatch("install-triggers", "--dsn", logical_db, "-t", "bookings")
-    assert installed.exit_code == 0, installed.stderr
+    install_users_bookings(bookwatch, logical_db)
     relay = spawn_bookwatch("relay", "--dsn", logical_db)
     try:
         figures = bench_json(

@@ -242,22 +242,28 @@ def test_bad_option_values_are_usage_errors(bookwatch: Invoke, bad: list[str]) -
 
 
 def test_on_a_terminal_it_draws_a_live_table(changes: str) -> None:
+    returncode, screen, err = tail_on_a_terminal(changes, len(CHANGES), columns=120)
+    assert returncode == 0, err
+    assert "bookwatch tail" in screen
+    for word in ("INSERT", "UPDATE", "DELETE", "Cleo", "note", "label"):
+        assert word in screen
+    assert "{" not in screen  # a table, not JSON
+
+
+def tail_on_a_terminal(dsn: str, count: int, *, columns: int) -> tuple[int, str, str]:
+    """``tail --since 0`` with a pty as stdout: its exit code, the screen, its stderr."""
     leader, follower = pty.openpty()
-    env = {**os.environ, "COLUMNS": "120", "LINES": "30"}
+    env = {**os.environ, "COLUMNS": str(columns), "LINES": "30"}
     with subprocess.Popen(
-        [sys.executable, "-m", "pgwatch_cli", "tail", "--dsn", changes, "--since", "0",
-         "--count", str(len(CHANGES)), "--timeout", "60"],
+        [sys.executable, "-m", "pgwatch_cli", "tail", "--dsn", dsn, "--since", "0",
+         "--count", str(count), "--timeout", "60"],
         stdout=follower, stderr=subprocess.PIPE, env=env,
     ) as tail:
         os.close(follower)
         screen = read_all(leader, tail)
         assert tail.stderr is not None
         err = tail.stderr.read().decode()
-    assert tail.returncode == 0, err
-    assert "bookwatch tail" in screen
-    for word in ("INSERT", "UPDATE", "DELETE", "Cleo", "note", "label"):
-        assert word in screen
-    assert "{" not in screen  # a table, not JSON
+    return tail.returncode, screen, err
 
 
 def read_all(fd: int, process: subprocess.Popen[bytes]) -> str:
@@ -379,18 +385,8 @@ def test_markup_and_escape_sequences_in_names_are_inert_on_a_terminal(dsn: str) 
             with conn.transaction():
                 conn.execute("SELECT set_config('bookwatch.actor', %s, true)", (actor,))
                 conn.execute("INSERT INTO items VALUES (%s, 'x')", (number,))
-    leader, follower = pty.openpty()
-    env = {**os.environ, "COLUMNS": "200", "LINES": "30"}
-    with subprocess.Popen(
-        [sys.executable, "-m", "pgwatch_cli", "tail", "--dsn", dsn, "--since", "0",
-         "--count", "3", "--timeout", "60"],
-        stdout=follower, stderr=subprocess.PIPE, env=env,
-    ) as tail:
-        os.close(follower)
-        screen = read_all(leader, tail)
-        assert tail.stderr is not None
-        err = tail.stderr.read().decode()
-    assert tail.returncode == 0, err
+    returncode, screen, err = tail_on_a_terminal(dsn, 3, columns=200)
+    assert returncode == 0, err
     assert "Traceback" not in err and "MarkupError" not in err
     assert "[/bold]" in screen
     assert "[link=https://evil.example]Anna[/link]" in screen
