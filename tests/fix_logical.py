@@ -64,7 +64,12 @@ def _as_server_user(home: Path) -> list[str]:
         return []
     user = pwd.getpwnam("postgres")
     os.chown(home, user.pw_uid, user.pw_gid)
-    return ["runuser", "-u", "postgres", "--"]
+    # runuser lives in /usr/sbin, which a minimal PATH (cron, env -i, some CI images) lacks.
+    runuser = shutil.which("runuser") or next(
+        (path for path in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(path)),
+        "runuser",
+    )
+    return [runuser, "-u", "postgres", "--"]
 
 
 @contextlib.contextmanager
