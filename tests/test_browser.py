@@ -72,6 +72,13 @@ def open_booking(context: Any, url: str, user: str, booking: int = 123, live: bo
     return page
 
 
+def expect_saved(page: Any) -> None:
+    """Wait for the page's "Saved." note. It is in the page, hidden, from the start, so its
+    text alone does not say that the save went through: it must show."""
+    expect(page.locator("#saved")).to_be_visible()
+    expect(page.locator("#saved")).to_have_text("Saved.")
+
+
 def row(dsn: str, booking: int = 123) -> dict[str, Any]:
     with psycopg.connect(dsn) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         cur.execute("SELECT * FROM bookings WHERE id = %s", (booking,))
@@ -127,7 +134,7 @@ def test_bens_typing_survives_annas_save_of_another_field_and_is_saved_with_it(
         expect(ben.locator("#toast")).to_be_hidden()
         expect(ben.locator("#bemerkungen")).to_have_value("Late arrival, around 23:00")
         ben.locator("#save").click()
-        expect(ben.locator("#saved")).to_have_text("Saved.")
+        expect_saved(ben)
         expect(ben.locator("#error")).to_be_hidden()
 
         saved = row(demo_dsn)
@@ -169,7 +176,7 @@ def test_a_same_field_clash_asks_at_the_field_and_saves_the_choice(
         if choice == "Use theirs":
             expect(ben.locator("#gesamtpreis")).to_have_value("1500.00")
         ben.locator("#save").click()
-        expect(ben.locator("#saved")).to_have_text("Saved.")
+        expect_saved(ben)
         expect(ben.locator("#error")).to_be_hidden()
 
         saved = row(demo_dsn)
@@ -209,7 +216,7 @@ def test_a_409_with_bens_stream_paused_leads_to_the_choice_not_to_data_loss(
 
         clash.get_by_role("button", name="Keep mine").click()
         ben.locator("#save").click()
-        expect(ben.locator("#saved")).to_have_text("Saved.")
+        expect_saved(ben)
         expect(ben.locator("#error")).to_be_hidden()
         saved = row(demo_dsn)
         assert (saved["gesamtpreis"], saved["status"], saved["bemerkungen"]) == (
@@ -229,7 +236,7 @@ def test_a_409_without_a_clash_merges_and_saves_by_itself(demo_dsn: str, browser
         anna.locator("#save").click()
         expect(anna.locator("#saved")).to_be_visible()
         ben.locator("#save").click()
-        expect(ben.locator("#saved")).to_have_text("Saved.")
+        expect_saved(ben)
         expect(ben.locator("#gesamtpreis")).to_have_value("1500.00")
         expect(ben.locator("[data-conflict]")).to_have_count(0)
         saved = row(demo_dsn)
