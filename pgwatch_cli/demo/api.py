@@ -19,21 +19,22 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from decimal import Decimal
 from importlib import resources
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 import psycopg
+from aiohttp import web
 from psycopg import sql
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 
 from pgwatch_cli.capture import sqlfiles
 from pgwatch_cli.capture.tables import TableRef
 from pgwatch_cli.demo import schema as demo
 from pgwatch_cli.errors import BookwatchError
+
+if TYPE_CHECKING:  # serve's gate hands the routes a Call; serve imports this module, not back
+    from pgwatch_cli.commands.serve.routing import Call
 
 ACTOR_HEADER = "X-Bookwatch-User"
 SEQ_HEADER = "X-Bookwatch-Seq"
@@ -150,8 +151,8 @@ def _etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
 
 
 async def _newest_seq(conn: psycopg.AsyncConnection[Any], channel: str) -> int | None:
@@ -195,33 +196,36 @@ SELECT payload::jsonb ->> 'actor'
  LIMIT 1
 """
 
-Handler = Callable[[Request], Awaitable[Response]]
+Handler = Callable[["Call"], Awaitable[web.StreamResponse]]
 
 
 def _database_errors(handler: Handler) -> Handler:
     """A database that is down, busy or slow is a 503 the page can retry, never a 500."""
 
     @functools.wraps(handler)
-    async def guarded(request: Request) -> Response:
+    async def guarded(call: Call) -> web.StreamResponse:
         retry = {"Retry-After": str(RETRY_AFTER_S)}
         try:
-            return await handler(request)
+            return await handler(call)
         except psycopg.errors.LockNotAvailable:
-            return JSONResponse(
+            return web.json_response(
                 {"error": "someone else is saving this booking right now; try again"},
-                status_code=503, headers=retry,
+                status=503, headers=retry,
             )
         except psycopg.errors.QueryCanceled:
-            return JSONResponse({"error": "the database took too long; try again"},
-                                status_code=503, headers=retry)
+            return web.json_response({"error": "the database took too long; try again"},
+                                     status=503, headers=retry)
         except psycopg.OperationalError:  # psycopg_pool.PoolTimeout included
-            return JSONResponse({"error": "the database is not available; try again"},
-                                status_code=503, headers=retry)
+            return web.json_response({"error": "the database is not available; try again"},
+                                     status=503, headers=retry)
 
     return guarded
 
 
-def routes(connections: ConnectionSource, schema: str, channel: str) -> list[BaseRoute]:
+def routes(
+    connections: ConnectionSource, schema: str, channel: str
+) -> list[tuple[str, str, Handler]]:
+    """(method, path pattern, handler) of the demo page and its API."""
     names = {name: TableRef(schema, name).identifier() for name in demo.DEMO_TABLES}
     select = sql.SQL(_SELECT).format(**names)
     list_query = select + sql.SQL(" ORDER BY b.id")
@@ -234,11 +238,11 @@ def routes(connections: ConnectionSource, schema: str, channel: str) -> list[Bas
             await cursor.execute(one_query, (booking_id,))
             return await cursor.fetchone()
 
-    async def index(request: Request) -> Response:
-        return HTMLResponse(page())
+    async def index(call: Call) -> web.StreamResponse:
+        return web.Response(text=page(), content_type="text/html")
 
     @_database_errors
-    async def list_bookings(request: Request) -> Response:
+    async def list_bookings(call: Call) -> web.StreamResponse:
         # One snapshot for the rows and the newest seq visible in it: a stream opened with
         # last_event_id = that seq brings exactly the changes the list does not show yet.
         async with connections.connection() as conn, conn.transaction():
@@ -248,20 +252,21 @@ def routes(connections: ConnectionSource, schema: str, channel: str) -> list[Bas
                 rows = await cursor.fetchall()
             seq = await _newest_seq(conn, channel)
         headers = {SEQ_HEADER: str(seq)} if seq is not None else None
-        return JSONResponse([_booking(row) for row in rows], headers=headers)
+        return web.json_response([_booking(row) for row in rows], headers=headers)
 
     @_database_errors
-    async def get_booking(request: Request) -> Response:
-        booking_id: int = request.path_params["booking_id"]
+    async def get_booking(call: Call) -> web.StreamResponse:
+        booking_id = int(call.params["booking_id"])
         async with connections.connection() as conn:
             row = await fetch_one(conn, booking_id)
         if row is None:
             return _error(404, f"booking {booking_id} does not exist")
-        return JSONResponse(_booking(row), headers={"ETag": _etag(row["version"])})
+        return web.json_response(_booking(row), headers={"ETag": _etag(row["version"])})
 
     @_database_errors
-    async def put_booking(request: Request) -> Response:
-        booking_id: int = request.path_params["booking_id"]
+    async def put_booking(call: Call) -> web.StreamResponse:
+        booking_id = int(call.params["booking_id"])
+        request = call.request
         if_match = request.headers.get("if-match")
         if if_match is None:
             return _error(428, "send If-Match with the version you edited (optimistic locking)")
@@ -273,7 +278,7 @@ def routes(connections: ConnectionSource, schema: str, channel: str) -> list[Bas
         except BadActor as exc:
             return _error(400, str(exc))
         try:
-            changes = BookingChanges.model_validate_json(await request.body())
+            changes = BookingChanges.model_validate_json(call.body)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
@@ -308,11 +313,12 @@ def routes(connections: ConnectionSource, schema: str, channel: str) -> list[Bas
             if updated is None:
                 saved_by = await _saved_by(conn, schema, booking_id)
                 return _error(409, CONFLICT_MESSAGE, current=_booking(row), saved_by=saved_by)
-        return JSONResponse(_booking(row), headers={"ETag": _etag(row["version"])})
+        return web.json_response(_booking(row), headers={"ETag": _etag(row["version"])})
 
+    one = r"/api/bookings/(?P<booking_id>[0-9]{1,18})"
     return [
-        Route("/", index),
-        Route("/api/bookings", list_bookings),
-        Route("/api/bookings/{booking_id:int}", get_booking, methods=["GET"]),
-        Route("/api/bookings/{booking_id:int}", put_booking, methods=["PUT"]),
+        ("GET", "/", index),
+        ("GET", "/api/bookings", list_bookings),
+        ("GET", one, get_booking),
+        ("PUT", one, put_booking),
     ]

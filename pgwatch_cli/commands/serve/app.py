@@ -1,26 +1,24 @@
-"""The HTTP surface of ``bookwatch serve`` besides the streams: presence, health, metrics (and
-the demo), as a Starlette app; and the parsing of ``GET /events``'s parameters."""
+"""The HTTP surface of ``bookwatch serve``: its routes (the streams, presence, health, metrics,
+the browser client, the demo) and the parsing of ``GET /events``'s parameters."""
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from starlette.applications import Starlette
-from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp
+from aiohttp import web
 
 from pgwatch_cli import client
-from pgwatch_cli.commands.serve import metrics, presence
+from pgwatch_cli.commands.serve import logs, metrics, presence
+from pgwatch_cli.commands.serve.auth import TokenCheck
+from pgwatch_cli.commands.serve.cors import Cors
+from pgwatch_cli.commands.serve.gate import Gate
 from pgwatch_cli.commands.serve.pauses import gc_stats
-from pgwatch_cli.commands.serve.security import TokenAuth
-from pgwatch_cli.commands.serve.streams import Relay, StreamRequest
+from pgwatch_cli.commands.serve.routing import Call, Route, RouteTable
+from pgwatch_cli.commands.serve.streams import Relay, StreamRequest, bad_request
 from pgwatch_cli.demo import api as demo_api
 from pgwatch_cli.stream.events import ACTIONS
 from pgwatch_cli.stream.filters import Filters
@@ -81,13 +79,12 @@ def stream_request(query: Query, last_event_id: str | None) -> StreamRequest:
     return StreamRequest(filters, resume_after, viewer, viewing)
 
 
-def cors_options(settings: AppSettings) -> dict[str, Any]:
-    return {
-        "allow_origins": list(settings.allow_origins),
-        "allow_methods": ["GET", "PUT"],
-        "allow_headers": ["Authorization", "If-Match", "Last-Event-ID", demo_api.ACTOR_HEADER],
-        "expose_headers": ["ETag", demo_api.SEQ_HEADER],
-    }
+def cors(settings: AppSettings) -> Cors:
+    return Cors(
+        settings.allow_origins,
+        allow_headers=("Authorization", "If-Match", "Last-Event-ID", demo_api.ACTOR_HEADER),
+        expose_headers=("ETag", demo_api.SEQ_HEADER),
+    )
 
 
 def health(relay: Relay) -> dict[str, Any]:
@@ -106,37 +103,51 @@ def health(relay: Relay) -> dict[str, Any]:
     return body
 
 
-def create_app(relay: Relay, settings: AppSettings) -> ASGIApp:
-    """Everything but ``GET /events`` (which aiohttp serves directly, see front.py)."""
+def create_app(relay: Relay, settings: AppSettings, bound_host: str) -> Gate:
+    """Every route behind the one gate (Host rule, CORS, token, body limit)."""
 
-    async def presence_map(request: Request) -> Response:
-        return JSONResponse(relay.presence.snapshot())
+    def events(call: Call) -> Awaitable[web.StreamResponse]:
+        request = call.request
+        try:
+            wanted = stream_request(request.query, request.headers.get("Last-Event-ID"))
+        except BadRequest as exc:
+            return _ready(bad_request(str(exc), call.cors))
+        if request.method == "HEAD":
+            return _ready(web.Response(content_type="text/event-stream", headers=call.cors))
+        logs.stream_opened(request)
+        return relay.open(request, wanted, call.cors)
 
-    async def healthz(request: Request) -> Response:
+    async def presence_map(call: Call) -> web.StreamResponse:
+        return web.json_response(relay.presence.snapshot())
+
+    async def healthz(call: Call) -> web.StreamResponse:
         body = health(relay)
-        return JSONResponse(body, status_code=200 if body["listener_connected"] else 503)
+        return web.json_response(body, status=200 if body["listener_connected"] else 503)
 
-    async def metrics_text(request: Request) -> Response:
-        return PlainTextResponse(metrics.render(samples(relay)), media_type=PROMETHEUS_TEXT)
+    async def metrics_text(call: Call) -> web.StreamResponse:
+        return web.Response(body=metrics.render(samples(relay)).encode(),
+                            headers={"Content-Type": PROMETHEUS_TEXT})
 
-    async def client_script(request: Request) -> Response:
-        return Response(client.script(), media_type=client.MEDIA_TYPE)
+    async def client_script(call: Call) -> web.StreamResponse:
+        return web.Response(body=client.script(),
+                            headers={"Content-Type": client.MEDIA_TYPE})
 
-    routes: list[BaseRoute] = [
-        Route("/bookwatch.js", client_script),
-        Route("/presence", presence_map),
-        Route("/healthz", healthz),
-        Route("/metrics", metrics_text),
+    routes = [
+        Route("GET", "/events", events, streams=True),
+        Route("GET", "/bookwatch.js", client_script),
+        Route("GET", "/presence", presence_map),
+        Route("GET", "/healthz", healthz),
+        Route("GET", "/metrics", metrics_text),
     ]
     if settings.demo_schema is not None:
-        routes += demo_api.routes(relay.connections, settings.demo_schema, relay.stream.channel)
+        routes += [Route(method, path, handler) for method, path, handler in
+                   demo_api.routes(relay.connections, settings.demo_schema, relay.stream.channel)]
+    token = TokenCheck(settings.token) if settings.token else None
+    return Gate(RouteTable(routes), cors(settings), token=token, bound_host=bound_host)
 
-    app: ASGIApp = Starlette(routes=routes)
-    if settings.token:
-        app = TokenAuth(app, token=settings.token)
-    # Outermost, so a browser's preflight (which never carries the token) is answered and a
-    # 401 still carries the CORS headers the page needs to read it.
-    return CORSMiddleware(app, **cors_options(settings))
+
+async def _ready(response: web.StreamResponse) -> web.StreamResponse:
+    return response
 
 
 def samples(relay: Relay) -> list[metrics.Sample]:
