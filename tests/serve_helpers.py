@@ -215,3 +215,9 @@ class ServeProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
+
+
+def seq_of(event: ServerSentEvent) -> int:
+    """The seq of an event id (``LOG:SEQ``, or a bare seq)."""
+    assert event.id, f"an event without an id: {event}"
+    return int(event.id.rpartition(":")[2])

@@ -10,7 +10,7 @@ import socket
 
 from pgwatch_cli.commands.serve.fanout import Client, Fanout
 from pgwatch_cli.commands.serve.metrics import RelayCounters
-from pgwatch_cli.stream.events import ChangeEvent, parse
+from pgwatch_cli.stream.events import ChangeEvent, LogReplaced, parse
 from pgwatch_cli.stream.filters import Filters
 
 
@@ -68,3 +68,47 @@ def test_events_after_the_replay_go_out_in_order() -> None:
     steps = [("deliver", 2), ("turn", 0), ("live", 2), ("deliver", 3), ("turn", 0),
              ("deliver", 4)]
     assert asyncio.run(seqs_received(steps)) == [3, 4]
+
+
+async def frames_after(news: LogReplaced) -> tuple[bytes, Fanout]:
+    """What a live client's socket receives when ``news`` follows events 1 and 2."""
+    fanout = Fanout(RelayCounters(), max_lag_s=0)
+    fanout.use_log("0b5e3c1d-aaaa-4bbb-8ccc-123456789abc")
+    ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+    client = Client(fanout, transport, Filters(), catching_up=False,  # type: ignore[arg-type]
+                    done=loop.create_future(), chunked=False)
+    fanout.add(client)
+    fanout.deliver(event(1))
+    fanout.deliver(event(2))
+    fanout.log_replaced(news)
+    await asyncio.sleep(0.05)
+    transport.close()
+    await asyncio.sleep(0.05)
+    theirs.settimeout(1)
+    data = b""
+    while chunk := theirs.recv(65536):
+        data += chunk
+    theirs.close()
+    return data, fanout
+
+
+def test_a_gap_in_the_log_is_a_reset_after_the_events_before_it() -> None:
+    same = "0b5e3c1d-aaaa-4bbb-8ccc-123456789abc"
+    data, fanout = asyncio.run(frames_after(LogReplaced(same, same)))
+    frames = data.decode().split("\n\n")
+    assert frames[0].startswith("id: 0b5e3c1daaaa:1\nevent: change")
+    assert frames[1].startswith("id: 0b5e3c1daaaa:2\nevent: change")
+    assert frames[2].startswith("id: 0b5e3c1daaaa:2\nevent: reset")
+    assert "GAP" in json.loads(frames[2].split("data: ", 1)[1])["reason"]
+    # The log goes on: its cached frames stay valid for resuming clients.
+    assert fanout.frames.size_bytes > 0 and fanout.last_seq_hint == 2
+
+
+def test_a_replaced_log_is_a_reset_without_a_resume_point() -> None:
+    data, fanout = asyncio.run(frames_after(LogReplaced("old-log", "new-log")))
+    frames = data.decode().split("\n\n")
+    assert frames[2].startswith("event: reset")
+    assert "replaced" in json.loads(frames[2].split("data: ", 1)[1])["reason"]
+    assert fanout.frames.size_bytes == 0 and fanout.last_seq_hint is None

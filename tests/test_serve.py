@@ -20,6 +20,7 @@ from tests.serve_helpers import (
     bump_price,
     newest_seq,
     running_server,
+    seq_of,
 )
 
 
@@ -44,7 +45,7 @@ def test_change_event_is_id_seq_event_change_data_wire(
         assert reader.status == 200
         seq = bump_price(postgresql, 123, actor="Anna")
         event = reader.next("change")
-    assert event.id == str(seq)
+    assert seq_of(event) == seq
     data = json.loads(event.data)
     assert data["seq"] == seq and data["table"] == "bookings" and data["id"] == 123
     assert data["actor"] == "Anna" and data["action"] == "UPDATE"
@@ -58,7 +59,7 @@ def test_one_listen_connection_whatever_the_number_of_clients(
     with running_server(demo_dsn) as server:
         readers = [SseReader(server.url, params={"table": "bookings"}) for _ in range(20)]
         seq = bump_price(postgresql, 3)
-        assert all(reader.next().id == str(seq) for reader in readers)
+        assert all(seq_of(reader.next()) == seq for reader in readers)
         rows = postgresql.execute(
             "SELECT application_name, count(*) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
@@ -113,10 +114,51 @@ def test_filters_table_action_and_id_combine_as_in_tail(
 def test_bad_filter_or_resume_point_is_a_400(demo_dsn: str) -> None:
     with running_server(demo_dsn) as server:
         for params in ({"action": "UPSERT"}, {"last_event_id": "abc"}, {"viewer": "Anna"},
-                       {"viewer": "Anna", "viewing": "bookings"}):
+                       {"viewer": "Anna", "viewing": "bookings"},
+                       # int() reads both as numbers; an event id is ASCII digits only.
+                       {"last_event_id": "1_000"}, {"last_event_id": "\u0661\u0662"},
+                       {"last_event_id": "-3"}, {"last_event_id": "xyz:12"},
+                       # Names that look like another ("Anna" + a zero-width space, a bidi mark).
+                       {"viewer": "Anna\u200b", "viewing": "bookings:1"},
+                       {"viewer": "\u200eAnna", "viewing": "bookings:1"},
+                       {"viewer": "Anna", "viewing": "bookings:1\u2060"}):
             response = httpx.get(server.url + "/events", params=params, timeout=10)
             assert response.status_code == 400, params
             assert response.json()["error"]
+
+
+def test_a_persian_name_keeps_its_zero_width_non_joiner(demo_dsn: str) -> None:
+    name = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647"  # a ZWNJ between two letters
+    with running_server(demo_dsn) as server, SseReader(
+            server.url, params={"viewer": name, "viewing": "bookings:1"}) as reader:
+        assert reader.status == 200
+        assert json.loads(reader.next("presence").data)["viewers"] == [name]
+
+
+def test_event_ids_name_the_log_and_a_replaced_log_resumes_with_a_reset(
+    demo_dsn: str, postgresql: psycopg.Connection[Any], bookwatch: Any
+) -> None:
+    log_id = postgresql.execute(
+        "SELECT value FROM bookwatch.meta WHERE key = 'log_id'").fetchone()
+    assert log_id is not None
+    tag = log_id[0].replace("-", "")[:12]
+    with running_server(demo_dsn) as server:
+        with SseReader(server.url) as reader:
+            seqs = [bump_price(postgresql, booking) for booking in range(1, 11)]
+            ids = [reader.next().id for _ in seqs]
+        assert ids == [f"{tag}:{seq}" for seq in seqs]
+        assert bookwatch("remove-triggers", "--dsn", demo_dsn, "--drop-log").exit_code == 0
+        assert bookwatch("install-triggers", "--dsn", demo_dsn, "--mode", "log").exit_code == 0
+        for booking in range(1, 16):
+            bump_price(postgresql, booking)  # the new log's seqs 1..15 reuse the old numbers
+        with SseReader(server.url, headers={"Last-Event-ID": ids[-1]}) as resumed:
+            reset = resumed.next("reset", timeout=20)
+            assert "replaced" in json.loads(reset.data)["reason"]
+            assert reset.id is not None and not reset.id.startswith(tag)
+            # Then on from the new log's newest event, live.
+            seq = bump_price(postgresql, 3)
+            change = resumed.next("change", timeout=20)
+            assert change.id == f"{reset.id.partition(':')[0]}:{seq}"
 
 
 def _write_continuously(dsn: str, count: int, done: threading.Event) -> None:
@@ -137,7 +179,7 @@ def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(
         first = SseReader(server.url)
         writer = threading.Thread(target=_write_continuously, args=(demo_dsn, total, done))
         writer.start()
-        seen = [int(first.next().id) for _ in range(60)]
+        seen = [seq_of(first.next()) for _ in range(60)]
         first.close()  # the browser loses the connection while writes go on
         time.sleep(0.3)  # ... and comes back a bit later: these writes must be replayed
         last = str(seen[-1])
@@ -148,7 +190,7 @@ def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(
             assert done.is_set()
             final = newest_seq(postgresql)
             while seen[-1] < final:
-                seen.append(int(second.next().id))
+                seen.append(seq_of(second.next()))
         metrics = httpx.get(server.url + "/metrics", timeout=10).text
     logged = [row[0] for row in postgresql.execute(
         "SELECT seq FROM bookwatch.change_log ORDER BY seq").fetchall()]
@@ -165,14 +207,14 @@ def test_clients_get_every_event_once_across_a_lost_listener_connection(
     with running_server(demo_dsn) as server, SseReader(server.url) as reader:
         writer = threading.Thread(target=_write_continuously, args=(demo_dsn, total, done))
         writer.start()
-        seen = [int(reader.next().id) for _ in range(20)]
+        seen = [seq_of(reader.next()) for _ in range(20)]
         with psycopg.connect(server_dsn, autocommit=True) as admin:
             pid = server.relay.stream.backend_pid
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         writer.join(60)
         final = newest_seq(postgresql)
         while seen[-1] < final:
-            seen.append(int(reader.next(timeout=30).id))
+            seen.append(seq_of(reader.next(timeout=30)))
         metrics = httpx.get(server.url + "/metrics", timeout=10).text
     logged = [row[0] for row in postgresql.execute(
         "SELECT seq FROM bookwatch.change_log ORDER BY seq").fetchall()]
@@ -190,17 +232,17 @@ def test_resume_after_the_log_was_trimmed_gets_a_reset(
     with running_server(demo_dsn) as server:
         with SseReader(server.url, headers={"Last-Event-ID": "1"}) as too_old:
             reset = too_old.next("reset")
-            assert reset.id == str(newest)
+            assert seq_of(reset) == newest
             assert "no longer reaches back" in json.loads(reset.data)["reason"]
             # The stream goes on live after the reset, from the point it named.
             seq = bump_price(postgresql, 9)
-            assert too_old.next("change").id == str(seq)
+            assert seq_of(too_old.next("change")) == seq
         with SseReader(server.url, params={"last_event_id": "3"}) as just_in_time:
             # Seq 4 is the oldest kept: nothing is missing, so no reset, just the replay.
-            replayed = [int(just_in_time.next().id) for _ in range(3)]
+            replayed = [seq_of(just_in_time.next()) for _ in range(3)]
             assert replayed == [4, 5, seq]
         with SseReader(server.url, params={"last_event_id": str(seq + 1000)}) as ahead:
-            assert ahead.next("reset").id == str(seq)
+            assert seq_of(ahead.next("reset")) == seq
 
 
 def test_presence_join_and_leave_reach_every_viewer_of_the_row(demo_dsn: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-import unicodedata
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -32,6 +31,7 @@ from pgwatch_cli.capture import sqlfiles
 from pgwatch_cli.capture.tables import TableRef
 from pgwatch_cli.demo import schema as demo
 from pgwatch_cli.errors import BookwatchError
+from pgwatch_cli.names import name_problem
 
 if TYPE_CHECKING:  # serve's gate hands the routes a Call; serve imports this module, not back
     from pgwatch_cli.commands.serve.routing import Call
@@ -74,12 +74,10 @@ def actor_of(raw: str | None) -> str:
         raise BadActor(f"{ACTOR_HEADER} is not percent-encoded UTF-8") from None
     if not name.strip():
         return "demo"
-    if len(name) > MAX_ACTOR_LENGTH:
-        raise BadActor(f"{ACTOR_HEADER} must be at most {MAX_ACTOR_LENGTH} characters")
     # The name lands in change events that other people's pages show.
-    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") or "\u202a" <= char <= "\u202e"
-           or "\u2066" <= char <= "\u2069" for char in name):
-        raise BadActor(f"{ACTOR_HEADER} must not contain control characters")
+    problem = name_problem(name, ACTOR_HEADER, MAX_ACTOR_LENGTH)
+    if problem is not None:
+        raise BadActor(problem)
     return name
 
 _SELECT = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,6 +44,11 @@ class Query(Protocol):
     def get(self, key: str) -> str | None: ...
 
 
+# An event id as serve writes it (``sse.event_id``), or a bare seq from an older server. ASCII
+# digits only: int() would also take "1_000" and Arabic-Indic digits.
+_EVENT_ID = re.compile(r"(?:(?P<log>[0-9a-f]{1,32}):)?(?P<seq>[0-9]{1,18})", re.ASCII)
+
+
 @functools.lru_cache(maxsize=4096)
 def shared_filters(tables: tuple[str, ...], actions: tuple[str, ...], ids: tuple[str, ...],
                    actors: tuple[str, ...]) -> Filters:
@@ -61,13 +67,14 @@ def stream_request(query: Query, last_event_id: str | None) -> StreamRequest:
                              tuple(query.getall("id", [])), tuple(query.getall("actor", [])))
     # The header wins: on reconnect the browser sends the newest id it saw, while the URL
     # still carries the one the page started from.
-    raw = last_event_id or query.get("last_event_id") or ""
-    try:
-        resume_after = int(raw) if raw.strip() else None
-    except ValueError:
-        raise BadRequest(f"Last-Event-ID must be an event id (a seq), not {raw!r}") from None
-    if resume_after is not None and resume_after < 0:
-        raise BadRequest("Last-Event-ID cannot be negative")
+    raw = (last_event_id or query.get("last_event_id") or "").strip(" \t")
+    resume_log, resume_after = None, None
+    if raw:
+        match = _EVENT_ID.fullmatch(raw)
+        if match is None:
+            raise BadRequest(f"Last-Event-ID must be an event id (LOG:SEQ, or a seq of ASCII "
+                             f"digits), not {raw[:40]!r}")
+        resume_log, resume_after = match["log"], int(match["seq"])
     viewer, viewing = query.get("viewer"), query.get("viewing")
     if (viewer is None) != (viewing is None):
         raise BadRequest("presence needs both viewer=NAME and viewing=TABLE:ID")
@@ -76,7 +83,7 @@ def stream_request(query: Query, last_event_id: str | None) -> StreamRequest:
             presence.check(viewer, viewing)
         except presence.InvalidPresence as exc:
             raise BadRequest(str(exc)) from None
-    return StreamRequest(filters, resume_after, viewer, viewing)
+    return StreamRequest(filters, resume_after, resume_log, viewer, viewing)
 
 
 def cors(settings: AppSettings) -> Cors:

@@ -24,7 +24,7 @@ from datetime import datetime
 
 from pgwatch_cli.commands.serve import sse
 from pgwatch_cli.commands.serve.metrics import RelayCounters
-from pgwatch_cli.stream.events import ChangeEvent
+from pgwatch_cli.stream.events import ChangeEvent, LogReplaced
 from pgwatch_cli.stream.filters import Filters
 
 # How long a cut client may take to read its goodbye before the connection is reset.
@@ -193,7 +193,8 @@ class Fanout:
             return
         self.counters.lagging_cut += 1
         self.counters.resets += 1
-        goodbye = reset_frame(self.last_seq_hint, "this client fell too far behind")
+        goodbye = reset_frame(self.last_seq_hint, "this client fell too far behind",
+                              self.frames.tag)
         client._transport.write(sse.chunk(goodbye) if client.chunked else goodbye)
         self.end(client, "lagging")
 
@@ -256,7 +257,7 @@ class Fanout:
         return buckets
 
     def _pass_one(self, event: ChangeEvent) -> None:
-        frame = sse.change_frame(event)
+        frame = sse.change_frame(event, self.frames.tag)
         if event.seq is not None:
             self.frames.keep(event.seq, frame)
         data = sse.chunk(frame)
@@ -285,7 +286,7 @@ class Fanout:
         frames: dict[int, bytes] = {}
         per_client: dict[Client, list[bytes]] = {}
         for event in batch:
-            frame = frames[id(event)] = sse.change_frame(event)
+            frame = frames[id(event)] = sse.change_frame(event, self.frames.tag)
             if event.seq is not None:
                 self.frames.keep(event.seq, frame)
             for bucket in self._audience(event):
@@ -346,12 +347,24 @@ class Fanout:
     def reset_all(self, reason: str, resume_at: int | None) -> None:
         """Every client must refetch (the relay lagged, or the change log was replaced)."""
         self.counters.resets += len(self.clients)
-        self.broadcast(reset_frame(resume_at, reason))
+        self.broadcast(reset_frame(resume_at, reason, self.frames.tag))
 
-    def log_replaced(self) -> None:
+    def use_log(self, log_id: str | None) -> None:
+        """The change log the events come from (its identity goes into every event id)."""
+        tag = sse.log_tag(log_id)
+        if tag != self.frames.tag:
+            self.frames = sse.FrameCache(tag=tag)
+
+    def log_replaced(self, replaced: LogReplaced) -> None:
         """The change log was recreated: seqs start over, so cached frames and every client's
-        resume point are void."""
-        self.frames = sse.FrameCache()
+        resume point are void. The same log announcing it (a GAP marker: the wal relay lost
+        changes) keeps its seqs: clients refetch and go on from here."""
+        self.flush()  # what came before the news goes out before it
+        if replaced.new_log_id is not None and replaced.new_log_id == replaced.old_log_id:
+            self.reset_all("changes were lost before reaching the change log (GAP); refetch",
+                           self.last_seq_hint)
+            return
+        self.frames = sse.FrameCache(tag=sse.log_tag(replaced.new_log_id))
         self.last_seq_hint = None
         self._awaiting.clear()
         self.reset_all("the change log was replaced; refetch", None)
@@ -390,9 +403,9 @@ class Fanout:
         self.reset_all(reason, resume_at)
 
 
-def reset_frame(resume_at: int | None, reason: str) -> bytes:
+def reset_frame(resume_at: int | None, reason: str, tag: str | None = None) -> bytes:
     body = json.dumps({"reason": reason, "last_seq": resume_at})
-    return sse.frame(body, event="reset", event_id=resume_at)
+    return sse.frame(body, event="reset", event_id=sse.event_id(resume_at, tag))
 
 
 def abort(transport: asyncio.Transport) -> None:

@@ -16,14 +16,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
 from pgwatch_cli.commands.serve import sse
+from pgwatch_cli.names import MAX_NAME_LENGTH, name_problem
 
-MAX_NAME_LENGTH = 100
 MAX_ENTITY_LENGTH = 2 * MAX_NAME_LENGTH
 # At most this many presence frames a second per row: a crowd joining at once costs a few
 # frames, not one per person per viewer (which grows with the square of the crowd).
 FRAMES_PER_SECOND = 4
-# Bidirectional overrides and isolates make a name render as something else.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 Key = tuple[str, str]  # (entity, viewer)
 
@@ -71,22 +69,6 @@ class NewestFrameWriter:
 
 class InvalidPresence(ValueError):
     """A ``viewer``/``viewing`` pair that cannot be used."""
-
-
-def name_problem(text: str, what: str, limit: int = MAX_NAME_LENGTH) -> str | None:
-    """Why ``text`` cannot be a name shown to other people (None: it can).
-
-    Any script is welcome (``李雷``); control characters, line breaks and bidi overrides are
-    not, since they would let one name pass for another or break the page's layout.
-    """
-    if not text.strip():
-        return f"{what} must not be empty"
-    if len(text) > limit:
-        return f"{what} must be at most {limit} characters"
-    for char in text:
-        if unicodedata.category(char) in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI_CONTROLS:
-            return f"{what} must not contain control characters (found U+{ord(char):04X})"
-    return None
 
 
 def check(viewer: str, viewing: str) -> None:

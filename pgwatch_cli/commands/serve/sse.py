@@ -36,8 +36,23 @@ def comment(text: str) -> bytes:
     return "".join(f": {line}\n" for line in _LINE_BREAK.split(text)).encode() + b"\n"
 
 
-def change_frame(event: ChangeEvent) -> bytes:
-    return frame(event.to_wire(), event="change", event_id=event.seq)
+def log_tag(log_id: str | None) -> str | None:
+    """The change log's identity as it appears in event ids: 12 hex digits of its uuid."""
+    if not log_id:
+        return None
+    return log_id.replace("-", "").lower()[:12] or None
+
+
+def event_id(seq: int | None, tag: str | None) -> str | None:
+    """``TAG:SEQ``: a client resumes from a position in one log, not from a bare number that
+    a replaced log would reuse (a bare ``SEQ`` when the log has no identity)."""
+    if seq is None:
+        return None
+    return f"{tag}:{seq}" if tag else str(seq)
+
+
+def change_frame(event: ChangeEvent, tag: str | None = None) -> bytes:
+    return frame(event.to_wire(), event="change", event_id=event_id(event.seq, tag))
 
 
 def chunk(data: bytes) -> bytes:
@@ -54,7 +69,8 @@ class FrameCache:
     a restart replays the same range). Bounded by bytes, not by count: near-8 KB events would
     otherwise hold tens of MB whatever the number of clients."""
 
-    def __init__(self, max_bytes: int = 4 << 20) -> None:
+    def __init__(self, max_bytes: int = 4 << 20, tag: str | None = None) -> None:
+        self.tag = tag  # the log the cached frames' ids name
         self._max_bytes = max_bytes
         self._bytes = 0
         self._frames: OrderedDict[int, bytes] = OrderedDict()
@@ -62,11 +78,11 @@ class FrameCache:
     def __call__(self, event: ChangeEvent) -> bytes:
         seq = event.seq
         if seq is None:
-            return change_frame(event)
+            return change_frame(event, self.tag)
         hit = self._frames.get(seq)
         if hit is not None:
             return hit
-        encoded = change_frame(event)
+        encoded = change_frame(event, self.tag)
         self.keep(seq, encoded)
         return encoded
 

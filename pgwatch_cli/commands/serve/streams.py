@@ -44,6 +44,8 @@ class StreamRequest:
 
     filters: Filters
     resume_after: int | None = None
+    # The log the resume point belongs to (``TAG`` of ``TAG:SEQ``; None: a bare seq).
+    resume_log: str | None = None
     viewer: str | None = None
     viewing: str | None = None
 
@@ -103,10 +105,17 @@ class Relay:
         # the per-client buffer the loop gets a turn to flush and drain the sockets.
         burst_limit = self.fanout.buffer_bytes // 4
         burst = 0
-        async for item in self.stream.items():
+        stream, fanout = self.stream, self.fanout
+        log_id = stream.log_id
+        fanout.use_log(log_id)
+        async for item in stream.items():
             if isinstance(item, LogReplaced):
-                self.fanout.log_replaced()  # every client refetches: seqs start over
+                log_id = stream.log_id
+                fanout.log_replaced(item)  # every client refetches
                 continue
+            if stream.log_id is not log_id:  # first read of the log, or an upgrade in place
+                log_id = stream.log_id
+                fanout.use_log(log_id)
             deliver(item)
             burst += len(item.to_wire())
             if burst >= burst_limit:
@@ -161,7 +170,8 @@ class Relay:
                 joined = True
             if wanted.resume_after is not None:
                 try:
-                    last = await Replay(self, client, response).run(wanted.resume_after)
+                    last = await Replay(self, client, response).run(
+                        wanted.resume_after, wanted.resume_log)
                 except LogUnavailable:
                     fanout.end(client, "change log unavailable")
                 else:
@@ -187,21 +197,28 @@ class Replay:
         self.client = client
         self.response = response
 
-    async def run(self, after: int) -> int:
-        """The seq live events must be newer than; LogUnavailable when it cannot be read."""
+    async def run(self, after: int, log: str | None) -> int:
+        """The seq live events must be newer than; LogUnavailable when it cannot be read.
+        ``log``: the tag of the log ``after`` belongs to (None: trust the bare seq)."""
         relay, counters = self.relay, self.relay.counters
         counters.resumes += 1
         channel = relay.stream.channel
         try:
             async with relay.connections.connection() as conn:
-                oldest, newest = await _log_bounds(conn, channel)
-            if newest is None or after > newest or (oldest is not None and oldest > after + 1):
+                oldest, newest, log_id = await _log_bounds(conn, channel)
+            tag = sse.log_tag(log_id)
+            reason = None
+            if log is not None and log != tag:
+                reason = (f"event {log}:{after} belongs to a change log that was replaced; "
+                          "refetch")
+            elif newest is None or after > newest:
+                reason = f"seq {after} is not in this server's change log"
+            elif oldest is not None and oldest > after + 1:
+                reason = f"the change log no longer reaches back to seq {after + 1}"
+            if reason is not None:
                 counters.resets += 1
-                reason = (f"the change log no longer reaches back to seq {after + 1}"
-                          if newest is not None and after <= newest
-                          else f"seq {after} is not in this server's change log")
                 resume_at = newest if newest is not None else after
-                await self._send(reset_frame(resume_at, reason))
+                await self._send(reset_frame(resume_at, reason, tag))
                 return resume_at
             frames = relay.fanout.frames
             matches = self.client.filters.matches
@@ -245,18 +262,23 @@ class Replay:
         return page, max(seqs, default=after)
 
 
-async def _log_bounds(conn: AsyncConn, channel: str) -> tuple[int | None, int | None]:
-    """Oldest and newest logged seq of ``channel``; (None, None) when there is no change log."""
+async def _log_bounds(
+    conn: AsyncConn, channel: str
+) -> tuple[int | None, int | None, str | None]:
+    """Oldest and newest logged seq of ``channel`` and the log's identity; (None, None, None)
+    when there is no change log."""
     try:
         cursor = await conn.execute(sqlfiles.query("log_oldest_seq"), {"channel": channel})
         oldest_row = await cursor.fetchone()
         cursor = await conn.execute(sqlfiles.query("log_newest_seq"), {"channel": channel})
         newest_row = await cursor.fetchone()
+        cursor = await conn.execute(sqlfiles.query("meta_value"), {"key": "log_id"})
+        log_row = await cursor.fetchone()
     except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-        return None, None
+        return None, None, None
     oldest: Any = oldest_row[0] if oldest_row else None
     newest: Any = newest_row[0] if newest_row else None
-    return oldest, newest
+    return oldest, newest, str(log_row[0]) if log_row and log_row[0] is not None else None
 
 
 def bad_request(message: str, headers: Mapping[str, str]) -> web.Response:
