@@ -89,13 +89,13 @@ complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l embedded -d 'Use
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l heartbeat -x -d 'Seconds between heartbeat comments on idle streams.'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l help -s h -d 'Show this message and exit.'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l host -x -d 'Address to listen on (non-loopback needs --token).'
-complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l insecure -d 'Allow a non-loopback --host without a token.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l insecure -d 'Allow a non-loopback --host without a token (or with a weak one).'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l max-clients -x -d 'Open streams per process; beyond them 503 with Retry-After.'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l max-lag -x -d 'Reset clients instead of relaying events older than this (0: never).'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l no-relay -d 'Never relay the WAL from this process (wal mode: another process, e.g. bookwatch relay, must run the relay).'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l port -x -d 'Port to listen on (0: any free).'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l schema -x -d 'Schema of the demo tables (with --demo).'
-complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l token -x -d 'Require this bearer token (header, or ?token= for EventSource). Prefer $BOOKWATCH_TOKEN: a --token value is visible to other users in ps.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l token -x -d 'Require this bearer token (header, or ?token= for EventSource; on a non-loopback --host at least 16 characters, 8 different). Prefer $BOOKWATCH_TOKEN: a --token value is visible to other users in ps.'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l workers -x -d 'Processes serving the port (auto: one per CPU).'
 
 # simulate

@@ -753,7 +753,8 @@ def serve(
         str | None,
         typer.Option("--token", envvar="BOOKWATCH_TOKEN", show_envvar=True, show_default=False,
                      metavar="TOKEN",
-                     help="Require this bearer token (header, or ?token= for EventSource). "
+                     help="Require this bearer token (header, or ?token= for EventSource; "
+                     "on a non-loopback --host at least 16 characters, 8 different). "
                      "Prefer $BOOKWATCH_TOKEN: a --token value is visible to other users in ps."),
     ] = None,
     allow_origin: Annotated[
@@ -762,7 +763,8 @@ def serve(
                      help="Let pages from this origin use the server (CORS; repeatable)."),
     ] = None,
     insecure: Annotated[
-        bool, typer.Option("--insecure", help="Allow a non-loopback --host without a token.")
+        bool, typer.Option("--insecure", help="Allow a non-loopback --host without a token "
+                           "(or with a weak one).")
     ] = False,
     demo_page: Annotated[
         bool, typer.Option("--demo", help="Serve a demo booking editor at / on the "

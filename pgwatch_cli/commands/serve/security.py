@@ -33,9 +33,9 @@ def is_loopback(host: str) -> bool:
 
 
 def check_exposure(host: str, token: str | None, insecure: bool) -> None:
-    """Refuse to serve a non-loopback address without a token (unless told it is fine) or with
-    a token weak enough to guess."""
-    if is_loopback(host):
+    """Refuse to serve a non-loopback address without a token or with a token weak enough to
+    guess, unless told (``--insecure``) that it is fine."""
+    if insecure or is_loopback(host):
         return
     if token:
         problem = token_weakness(token)
@@ -44,8 +44,6 @@ def check_exposure(host: str, token: str | None, insecure: bool) -> None:
                 f"Refusing to serve {host} with a weak token: {problem}.",
                 hint="Use a random one, e.g. BOOKWATCH_TOKEN=$(openssl rand -hex 16).",
             )
-        return
-    if insecure:
         return
     raise UsageProblem(
         f"Refusing to serve {host} without a token: anyone on the network could read the events.",
