@@ -125,6 +125,26 @@ SELECT seq, payload
  ORDER BY seq
  LIMIT %(page)s;
 
+-- name: replay_page
+-- serve's replay: the logged events of a channel after a seq, oldest first, at most %(page)s
+-- rows and about %(page_bytes)s bytes (always at least one row). An event over
+-- %(max_event)s bytes comes without its payload, so it is never read into memory (the client
+-- gets a reset for it, as it would live). octet_length reads the stored size, not the value.
+SELECT seq, payload, size
+  FROM (SELECT seq,
+               CASE WHEN octet_length(payload) <= %(max_event)s THEN payload END AS payload,
+               octet_length(payload) AS size,
+               sum(CASE WHEN octet_length(payload) <= %(max_event)s
+                        THEN octet_length(payload) ELSE 0 END)
+                   OVER (ORDER BY seq) AS running
+          FROM (SELECT seq, payload
+                  FROM bookwatch.change_log
+                 WHERE channel = %(channel)s AND seq > %(after)s
+                 ORDER BY seq
+                 LIMIT %(page)s) AS candidates) AS sized
+ WHERE running - CASE WHEN payload IS NULL THEN 0 ELSE size END < %(page_bytes)s
+ ORDER BY seq;
+
 -- name: log_oldest_seq
 SELECT min(seq) FROM bookwatch.change_log WHERE channel = %(channel)s;
 

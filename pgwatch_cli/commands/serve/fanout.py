@@ -32,6 +32,7 @@ FINAL_WRITE_S = 1.0
 # While the relay lags, clients are reset at most this often (and once more when it caught up).
 LAG_RESET_INTERVAL_S = 1.0
 _LINGER_RESET = struct.pack("ii", 1, 0)
+GAP_REASON = "changes were lost before reaching the change log (GAP); refetch"
 
 Bucket = dict["Client", None]
 
@@ -99,9 +100,12 @@ class Fanout:
         max_lag_s: float = 10.0,
         clock_offset_s: float = 0.0,
         on_count: Callable[[int], None] | None = None,
+        max_event_bytes: int | None = None,
     ) -> None:
         self.counters = counters
         self.buffer_bytes = buffer_bytes
+        # A bigger event is not sent, live or replayed: its audience gets a reset naming it.
+        self.max_event_bytes = max_event_bytes or buffer_bytes // 2
         self.max_lag_s = max_lag_s
         # The database's clock minus ours: the lag is measured on the database's clock.
         self.clock_offset_s = clock_offset_s
@@ -257,9 +261,7 @@ class Fanout:
         return buckets
 
     def _pass_one(self, event: ChangeEvent) -> None:
-        frame = sse.change_frame(event, self.frames.tag)
-        if event.seq is not None:
-            self.frames.keep(event.seq, frame)
+        frame = self.encode(event)
         data = sse.chunk(frame)
         size = len(data)
         limit = self.buffer_bytes
@@ -286,9 +288,7 @@ class Fanout:
         frames: dict[int, bytes] = {}
         per_client: dict[Client, list[bytes]] = {}
         for event in batch:
-            frame = frames[id(event)] = sse.change_frame(event, self.frames.tag)
-            if event.seq is not None:
-                self.frames.keep(event.seq, frame)
+            frame = frames[id(event)] = self.encode(event)
             for bucket in self._audience(event):
                 for client in bucket:
                     if not client.exact and not client.filters.matches(event):
@@ -315,6 +315,39 @@ class Fanout:
             written += len(chosen)
         self.counters.events_relayed += written
         self._settle(troubled)
+
+    def encode(self, event: ChangeEvent) -> bytes:
+        """The frame of ``event`` (kept for resuming clients), or the reset that replaces an
+        event over ``max_event_bytes``: the same live and in replay."""
+        frames = self.frames
+        frame = frames(event)
+        if len(frame) > self.max_event_bytes and event.seq is not None:
+            frame = self.oversized(event.seq, len(frame))
+            frames.replace(event.seq, frame)
+        return frame
+
+    def oversized(self, seq: int, size: int) -> bytes:
+        self.counters.oversized += 1
+        return reset_frame(
+            seq, f"event {seq} is {size} bytes, over this server's limit of "
+                 f"{self.max_event_bytes} bytes per event; refetch", self.frames.tag)
+
+    def gap_frame(self, seq: int) -> bytes:
+        return reset_frame(seq, GAP_REASON, self.frames.tag)
+
+    def keep_budget(self, budget: int) -> None:
+        """Reset the clients furthest behind until the bytes waiting for all of them fit."""
+        sizes = [(client._buffered(), client) for client in self.clients]
+        total = sum(size for size, _ in sizes)
+        if total <= budget:
+            return
+        sizes.sort(key=lambda pair: pair[0], reverse=True)
+        for size, client in sizes:
+            if total <= budget * 3 // 4:
+                break
+            self.counters.budget_cut += 1
+            self.cut(client)
+            total -= size
 
     def _hold(self, client: Client, seq: int | None, frame: bytes) -> None:
         assert client.pending is not None
@@ -361,8 +394,7 @@ class Fanout:
         changes) keeps its seqs: clients refetch and go on from here."""
         self.flush()  # what came before the news goes out before it
         if replaced.new_log_id is not None and replaced.new_log_id == replaced.old_log_id:
-            self.reset_all("changes were lost before reaching the change log (GAP); refetch",
-                           self.last_seq_hint)
+            self.reset_all(GAP_REASON, self.last_seq_hint)
             return
         self.frames = sse.FrameCache(tag=sse.log_tag(replaced.new_log_id))
         self.last_seq_hint = None

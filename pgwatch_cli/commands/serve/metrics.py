@@ -18,6 +18,8 @@ class RelayCounters:
     refused: int = 0  # streams refused with 503 (--max-clients)
     lag_skipped: int = 0  # events not relayed because they were older than --max-lag
     lag_resets: int = 0  # times every client was reset because the relay lagged
+    oversized: int = 0  # events replaced by a reset because they were over the size limit
+    budget_cut: int = 0  # clients reset because the process's buffer budget was exceeded
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pgwatch_cli.commands.serve.streams import Relay
 
 DEFAULT_CLIENT_BUFFER = 1 << 20  # bytes a client may fall behind before it is reset
+DEFAULT_BUFFER_BUDGET = 256 << 20
 MAX_WORKERS = 64
 
 
@@ -43,6 +44,11 @@ class ServeOptions:
     workers: int = 1
     max_clients: int = 10000
     max_lag_s: float = 10.0  # 0: never reset for lag
+    # An event whose frame is bigger is replaced by a reset naming it, live and in replay
+    # (None: half the client buffer, so a healthy client can always take one).
+    max_event_bytes: int | None = None
+    # All clients' unsent bytes together; past it, the clients furthest behind are reset.
+    buffer_budget: int = DEFAULT_BUFFER_BUDGET
     # A request whose headers are not complete within this is closed (so is an idle keep-alive).
     header_timeout_s: float = 10.0
     worker_restarts: WorkerRestarts = field(default_factory=WorkerRestarts)

@@ -140,12 +140,13 @@ async def serve_on(
             fanout = Fanout(
                 RelayCounters(), buffer_bytes=options.client_buffer,
                 max_lag_s=options.max_lag_s, clock_offset_s=await clock_offset(options.dsn),
-                on_count=worker.record,
+                on_count=worker.record, max_event_bytes=options.max_event_bytes,
             )
             connections = Connections(options.dsn)
             relay = Relay(
                 stream=stream, presence=presence, connections=connections, fanout=fanout,
                 heartbeat_s=options.heartbeat_s, max_clients=options.max_clients, worker=worker,
+                buffer_budget=options.buffer_budget,
             )
             settings = AppSettings(
                 token=options.token, allow_origins=tuple(options.allow_origins),
@@ -161,7 +162,8 @@ async def serve_on(
             runner = web.ServerRunner(server, shutdown_timeout=GRACEFUL_SHUTDOWN_S)
             await runner.setup()
             background = [asyncio.create_task(relay.pump()),
-                          asyncio.create_task(relay.heartbeats())]
+                          asyncio.create_task(relay.heartbeats()),
+                          asyncio.create_task(relay.keep_budget())]
             try:
                 await web.SockSite(runner, listening, backlog=BACKLOG).start()
                 for task in background:

@@ -95,6 +95,13 @@ class FrameCache:
             _, dropped = self._frames.popitem(last=False)
             self._bytes -= len(dropped)
 
+    def replace(self, seq: int, encoded: bytes) -> None:
+        """Keep ``encoded`` for ``seq`` instead of what was kept (an oversized event's reset)."""
+        dropped = self._frames.pop(seq, None)
+        if dropped is not None:
+            self._bytes -= len(dropped)
+        self.keep(seq, encoded)
+
     @property
     def size_bytes(self) -> int:
         return self._bytes

@@ -24,11 +24,17 @@ from pgwatch_cli.commands.serve.fanout import Client, Fanout, reset_frame
 from pgwatch_cli.commands.serve.metrics import RelayCounters
 from pgwatch_cli.commands.serve.presence import Presence
 from pgwatch_cli.errors import DatabaseUnreachable
-from pgwatch_cli.stream.events import ChangeEvent, InvalidPayload, LogReplaced
+from pgwatch_cli.stream.events import ChangeEvent, InvalidPayload, LogReplaced, parse
 from pgwatch_cli.stream.filters import Filters
-from pgwatch_cli.stream.listener import ChangeStream, read_log
+from pgwatch_cli.stream.listener import ChangeStream
 
 REPLAY_PAGE = 500
+REPLAY_PAGE_BYTES = 1 << 20
+# Replays reading and encoding a page at the same time (the others wait for a turn).
+CONCURRENT_REPLAYS = 4
+# Every 0.5 s the clients' unsent bytes are added up; past the process's budget the ones
+# furthest behind are reset until it is respected.
+BUDGET_CHECK_S = 0.5
 
 HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -81,6 +87,7 @@ class Relay:
         heartbeat_s: float = 15.0,
         max_clients: int = 10000,
         worker: WorkerInfo | None = None,
+        buffer_budget: int = 256 << 20,
     ) -> None:
         self.stream = stream
         self.presence = presence
@@ -91,6 +98,8 @@ class Relay:
         self.worker = worker or WorkerInfo()
         self.counters: RelayCounters = fanout.counters
         self.stopping = False
+        self.replays = asyncio.Semaphore(CONCURRENT_REPLAYS)
+        self.buffer_budget = buffer_budget
 
     @property
     def clients(self) -> Mapping[Client, None]:
@@ -121,6 +130,12 @@ class Relay:
             if burst >= burst_limit:
                 burst = 0
                 await asyncio.sleep(0)
+
+    async def keep_budget(self) -> None:
+        """Hold the bytes all clients of this process have not taken yet under the budget."""
+        while True:
+            await asyncio.sleep(BUDGET_CHECK_S)
+            self.fanout.keep_budget(self.buffer_budget)
 
     async def heartbeats(self) -> None:
         while True:
@@ -220,16 +235,17 @@ class Replay:
                 resume_at = newest if newest is not None else after
                 await self._send(reset_frame(resume_at, reason, tag))
                 return resume_at
-            frames = relay.fanout.frames
-            matches = self.client.filters.matches
             while self.client.ended is None:
-                page, after = await self._read_page(channel, after)
-                chosen = [frames(event) for event in page if matches(event)]
+                # Few replays read and encode at once: a crowd resuming together costs a few
+                # pages of memory and CPU at a time, and live clients keep their latency.
+                async with relay.replays:
+                    chosen, count, after = await self._read_page(channel, after)
                 if chosen:
                     await self._send(b"".join(chosen))
                     counters.events_relayed += len(chosen)
-                counters.replayed += len(page)
-                if len(page) < REPLAY_PAGE:
+                del chosen  # a page's memory is not held while the next one is read
+                counters.replayed += count
+                if count < REPLAY_PAGE:
                     break
             return after
         except (psycopg.Error, DatabaseUnreachable):
@@ -244,22 +260,52 @@ class Replay:
         if self.client.ended is None:
             await self.response.write(data)
 
-    async def _read_page(self, channel: str, after: int) -> tuple[list[ChangeEvent], int]:
-        """Up to a page of logged events after ``after``, with the connection given back
-        before writing them (a slow client must not hold one of the few connections)."""
-        page: list[ChangeEvent] = []
-        skipped: list[int] = []
-
-        def invalid(seq: int, _exc: InvalidPayload) -> None:
-            skipped.append(seq)
-
+    async def _read_page(self, channel: str, after: int) -> tuple[list[bytes], int, int]:
+        """The frames of a page of logged events after ``after`` that this client wants (at
+        most REPLAY_PAGE events and about REPLAY_PAGE_BYTES), how many rows it had, and the
+        seq it reached; the connection is given back before they are written (a slow client
+        must not hold one of the few connections)."""
+        fanout = self.relay.fanout
+        matches = self.client.filters.matches
         async with self.relay.connections.connection() as conn:
-            async for event in read_log(conn, channel, after, REPLAY_PAGE, on_invalid=invalid):
-                page.append(event)
-                if len(page) >= REPLAY_PAGE:
-                    break
-        seqs = [event.seq for event in page if event.seq is not None] + skipped
-        return page, max(seqs, default=after)
+            cursor = await conn.execute(sqlfiles.query("replay_page"), {
+                "channel": channel, "after": after, "page": REPLAY_PAGE,
+                "page_bytes": REPLAY_PAGE_BYTES, "max_event": fanout.max_event_bytes})
+            rows = await cursor.fetchall()
+        chosen: list[bytes] = []
+        for seq, payload, size in rows:
+            after = seq
+            if payload is None:
+                # Too large: the same reset for everyone, whatever their filters.
+                chosen.append(fanout.oversized(seq, size))
+                continue
+            try:
+                event = logged_event(seq, payload)
+            except InvalidPayload:
+                if is_gap(payload):
+                    chosen.append(fanout.gap_frame(seq))
+                continue  # skipped and counted by the live stream, never fatal
+            if matches(event):
+                chosen.append(fanout.encode(event))
+        return chosen, len(rows), after
+
+
+def logged_event(seq: int, payload: str) -> ChangeEvent:
+    """The event of a change-log row, numbered by the row's seq column: the only seq to trust
+    (a payload may carry a forged one)."""
+    event = parse(payload)
+    return event if event.seq == seq else event.model_copy(update={"seq": seq})
+
+
+def is_gap(payload: str) -> bool:
+    """A GAP marker (SPEC: changes the wal relay lost), which is no change event."""
+    if '"GAP"' not in payload:
+        return False
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("action") == "GAP"
 
 
 async def _log_bounds(
