@@ -5,14 +5,22 @@ into memory in replay), and a crowd resuming together stays within a stated memo
 from __future__ import annotations
 
 import json
+import re
+import socket
 import threading
 import time
 from typing import Any
 
+import httpx
 import psutil
 import psycopg
 
-from tests.serve_helpers import ServeProcess, SseReader, bump_price, seq_of
+from tests.serve_helpers import ServeProcess, SseReader, bump_price, running_server, seq_of
+
+
+def _address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
 
 BIG_EVENT_BYTES = 6 << 20  # over the default limit (half of the 1 MiB client buffer)
 RESUMING_CLIENTS = 20
@@ -111,3 +119,40 @@ def test_a_live_oversized_event_is_a_reset_and_the_stream_goes_on(
             assert seq_of(reader.next("change", timeout=30)) == after
     finally:
         server.kill()
+
+
+def test_clients_that_never_read_are_reset_past_the_process_buffer_budget(
+    demo_dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
+    # Each client alone stays under its own 32 MiB buffer; together they pass the 2 MiB budget.
+    with running_server(demo_dsn, client_buffer=32 << 20, buffer_budget=2 << 20) as server:
+        stuck = []
+        for _ in range(4):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(_address(server.url))
+            sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            stuck.append(sock)
+        reader = SseReader(server.url)  # reads everything: never behind, never cut
+        try:
+            deadline = time.monotonic() + 10
+            while httpx.get(server.url + "/healthz", timeout=10).json()["clients"] < 5:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            for batch in range(8):
+                postgresql.execute(
+                    "UPDATE bookings SET bemerkungen = repeat(%s, 3000) WHERE id <= 200",
+                    (str(batch),))
+            deadline = time.monotonic() + 30
+            while httpx.get(server.url + "/healthz", timeout=10).json()["clients"] > 1:
+                assert time.monotonic() < deadline, "the budget was never enforced"
+                time.sleep(0.1)
+            metrics = httpx.get(server.url + "/metrics", timeout=10).text
+            assert reader.next("change", timeout=10)  # the reading client was kept
+        finally:
+            reader.close()
+            for sock in stuck:
+                sock.close()
+    cut = re.search(r"^bookwatch_sse_budget_cut_total (\d+)$", metrics, re.MULTILINE)
+    assert cut is not None and int(cut.group(1)) >= 1, metrics
+    assert "bookwatch_sse_lagging_clients_cut_total 4" in metrics
