@@ -161,6 +161,31 @@ def test_event_ids_name_the_log_and_a_replaced_log_resumes_with_a_reset(
             assert change.id == f"{reset.id.partition(':')[0]}:{seq}"
 
 
+def test_a_resume_across_a_gap_marker_gets_a_reset_there(
+    demo_dsn: str, postgresql: psycopg.Connection[Any]
+) -> None:
+    before = bump_price(postgresql, 1)
+    seq_row = postgresql.execute("SELECT nextval('bookwatch.change_seq')").fetchone()
+    assert seq_row is not None
+    gap = int(seq_row[0])
+    marker = {"v": 1, "seq": gap, "action": "GAP", "reason": "the slot was invalidated",
+              "lost_from": "0/16B3748", "lost_to": "0/2000060",
+              "timestamp": "2026-11-28T06:41:00+00:00"}
+    postgresql.execute("INSERT INTO bookwatch.change_log (seq, channel, payload)"
+                       " VALUES (%s, 'booking_changes', %s)", (gap, json.dumps(marker)))
+    after = bump_price(postgresql, 2)
+    with running_server(demo_dsn) as server, SseReader(
+            server.url, headers={"Last-Event-ID": str(before - 1)}) as reader:
+        got = []
+        while len(got) < 3:
+            event = reader.next(kind=None)
+            if event.event in ("change", "reset"):
+                got.append(event)
+    assert [(event.event, seq_of(event)) for event in got] == [
+        ("change", before), ("reset", gap), ("change", after)]
+    assert "GAP" in json.loads(got[1].data)["reason"]
+
+
 def _write_continuously(dsn: str, count: int, done: threading.Event) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for number in range(count):
