@@ -43,18 +43,9 @@ SELECT n.nspname::text AS schema,
   JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
   JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
  WHERE t.tgname = 'bookwatch_capture' AND pn.nspname = 'bookwatch'
-   AND (p.proname = 'capture' OR p.proname LIKE 'capture\_wal\_%')
+   AND (p.proname IN ('capture', 'emit_actor') OR p.proname LIKE 'capture\_wal\_%')
    AND NOT t.tgisinternal AND t.tgparentid = 0
  ORDER BY 1, 2;
-
--- name: unused_compiled_functions
--- wal mode's per-table capture functions that no trigger uses any more (their table was
--- dropped, moved to another mode, or restored with a new oid).
-SELECT p.proname::text
-  FROM pg_catalog.pg_proc p
- WHERE p.pronamespace = 'bookwatch'::regnamespace AND p.proname LIKE 'capture\_wal\_%'
-   AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgfoid = p.oid)
- ORDER BY 1;
 
 -- name: schema_exists
 SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'bookwatch');

@@ -123,47 +123,27 @@ def slot_messages(conn: psycopg.Connection[Any], *, consume: bool = True) -> lis
     return found
 
 
-def wal_secret(conn: psycopg.Connection[Any]) -> str:
-    return str(conn.execute("SELECT secret FROM bookwatch.wal_secret").fetchone()[0])
-
-
-class WalReader:
-    """wal mode: decodes the slot like the relay does (secret check, seq by commit order)."""
+class WalReader(LogReader):
+    """wal mode: a real relay in the background (as tail and serve run one), then the log."""
 
     def __init__(self, dsn: str, channel: str = CHANNEL) -> None:
-        self.conn = psycopg.connect(dsn, autocommit=True)
-        self.channel = channel
-        self.seq = 0
-        self.forged = 0
+        from pgwatch_cli.stream.relay_leader import BackgroundRelay
 
-    def _read(self) -> list[dict[str, Any]]:
-        secret = wal_secret(self.conn)
-        found = []
-        for content in slot_messages(self.conn):
-            head, channel, tail = content.decode().split("\n", 2)
-            if head != secret:
-                self.forged += 1
-                continue
-            if channel == self.channel:
-                self.seq += 1
-                found.append(json.loads('{"v":1,"seq":' + str(self.seq) + tail))
-        return found
-
-    def events(self, expected: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while len(found) < expected and time.monotonic() < deadline:
-            found.extend(self._read())
-            if len(found) < expected:
-                time.sleep(0.05)
-        return found
+        super().__init__(dsn, channel)
+        self.notices: list[str] = []
+        self.relay = BackgroundRelay(dsn, self.notices.append, retry_s=0.2)
+        self.relay.start()
+        deadline = time.monotonic() + 10
+        while not self.relay.leading and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def nothing_within(self, seconds: float = 0.5) -> bool:
         time.sleep(seconds)
-        return not self._read()
+        return super().nothing_within(0.01)
 
     def close(self) -> None:
-        self.conn.close()
+        self.relay.stop()
+        super().close()
 
 
 def reader(dsn: str, mode: str, channel: str = CHANNEL) -> LogReader | WalReader | Listener:

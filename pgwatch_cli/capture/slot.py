@@ -1,4 +1,4 @@
-"""The wal relay's logical replication slot and its (table-less) publication."""
+"""The wal relay's logical replication slot and its publication (the wal-mode tables)."""
 
 from __future__ import annotations
 
@@ -64,8 +64,9 @@ def drop_slot_statement(name: str) -> sql.Composed:
 
 
 def create_publication_statement(name: str) -> sql.Composed:
-    # No tables: pgoutput streams logical messages of any publication.
-    return sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(name))
+    # Tables join it at install; a partition's rows are published as its root's.
+    return sql.SQL("CREATE PUBLICATION {} WITH (publish_via_partition_root = true)").format(
+        sql.Identifier(name))
 
 
 def drop_publication_statement(name: str) -> sql.Composed:
