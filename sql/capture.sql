@@ -74,6 +74,60 @@ END
 $$;
 REVOKE ALL ON FUNCTION bookwatch.emit_actor() FROM PUBLIC;
 
+-- wal mode: a partition created or attached after install-triggers has the default REPLICA
+-- IDENTITY, so its UPDATEs would reach the WAL without the old row. When the installer is a
+-- superuser (event triggers need one), this sets FULL on it (stored, as install-triggers does,
+-- for remove-triggers) and gives it the actor trigger. Runs after every CREATE/ALTER TABLE of
+-- anyone, so it looks only at the tables the command touched.
+CREATE OR REPLACE FUNCTION bookwatch.capture_new_partitions() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    part   oid;
+    root   oid;
+    member oid;
+BEGIN
+    FOR part IN
+        SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() AS c
+         WHERE c.classid = 'pg_class'::regclass AND c.object_type IN ('table', 'table column')
+    LOOP
+        FOR root IN
+            SELECT t.relid FROM bookwatch.captured_table t
+             WHERE t.relid::oid IN (SELECT a.relid FROM pg_partition_ancestors(part) AS a)
+               AND t.relid::oid <> part
+        LOOP
+            FOR member IN
+                SELECT p.relid FROM pg_partition_tree(part) AS p
+                  JOIN pg_class k ON k.oid = p.relid
+                 WHERE k.relreplident <> 'f'
+            LOOP
+                INSERT INTO bookwatch.replica_identity_before (relid, captured, identity)
+                     SELECT member, root, k.relreplident FROM pg_class k WHERE k.oid = member
+                ON CONFLICT (relid) DO NOTHING;
+                EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', member::regclass);
+                IF NOT EXISTS (SELECT FROM pg_trigger g WHERE g.tgrelid = member
+                                  AND g.tgname = 'bookwatch_actor') THEN
+                    EXECUTE format('CREATE TRIGGER bookwatch_actor BEFORE INSERT OR UPDATE OR'
+                                   ' DELETE OR TRUNCATE ON %s FOR EACH STATEMENT EXECUTE'
+                                   ' FUNCTION bookwatch.emit_actor()', member::regclass);
+                END IF;
+            END LOOP;
+        END LOOP;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION bookwatch.capture_new_partitions() FROM PUBLIC;
+DO $partitions$
+BEGIN
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger
+                        WHERE evtname = 'bookwatch_new_partitions') THEN
+        CREATE EVENT TRIGGER bookwatch_new_partitions ON ddl_command_end
+            WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+            EXECUTE FUNCTION bookwatch.capture_new_partitions();
+    END IF;
+END
+$partitions$;
+
 -- wal mode, in the relay's session: the event members that depend on the row, from the old and
 -- new rows as to_jsonb gives them (the relay casts the decoded text to the column types), the
 -- same way bookwatch.capture() builds them in log mode. NULL for an UPDATE that changed

@@ -90,13 +90,14 @@ SELECT active, active_pid,
  WHERE slot_name = %(slot)s;
 
 -- name: slot_waiting_events
--- Events in the slot not yet relayed, counted by decoding without consuming (only possible
--- while no relay holds the slot). pgoutput message frames: 'M', flags, LSN, prefix\0, ...
+-- Row changes in the slot not yet relayed (each becomes an event, or none for an UPDATE that
+-- changed nothing), counted by decoding without consuming (only possible while no relay holds
+-- the slot). pgoutput frames: 'I' insert, 'U' update, 'D' delete, 'T' truncate.
 SELECT count(*)
   FROM pg_catalog.pg_logical_slot_peek_binary_changes(
            %(slot)s, NULL, %(limit)s,
            'proto_version', '1', 'publication_names', 'bookwatch_messages', 'messages', 'true')
- WHERE substr(data, 1, 1) = 'M'::bytea AND substr(data, 11, 10) = 'bookwatch\000'::bytea;
+ WHERE substr(data, 1, 1) IN ('I'::bytea, 'U'::bytea, 'D'::bytea, 'T'::bytea);
 
 -- name: log_summary
 SELECT count(*), min(seq), max(seq),

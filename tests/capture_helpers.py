@@ -8,7 +8,6 @@ Every mode has a reader with the same two calls (``events``, ``nothing_within``)
 from __future__ import annotations
 
 import json
-import struct
 import time
 from typing import Any
 
@@ -94,18 +93,8 @@ class LogReader:
         self.conn.close()
 
 
-def decode_message(data: bytes) -> tuple[str, bytes] | None:
-    """A pgoutput logical message frame ('M') as (prefix, content); None for other frames."""
-    if data[:1] != b"M":
-        return None
-    end = data.index(b"\0", 10)
-    prefix = data[10:end].decode()
-    (length,) = struct.unpack("!i", data[end + 1 : end + 5])
-    return prefix, data[end + 5 : end + 5 + length]
-
-
 def slot_messages(conn: psycopg.Connection[Any], *, consume: bool = True) -> list[bytes]:
-    """The contents of the bookwatch messages in the relay slot, in commit order."""
+    """The row changes (pgoutput I/U/D/T frames) waiting in the relay slot, in commit order."""
     function = "pg_logical_slot_get_binary_changes" if consume else (
         "pg_logical_slot_peek_binary_changes")
     slot_name = conn.execute(sqlfiles.query("relay_slot_name")).fetchone()[0]
@@ -115,12 +104,7 @@ def slot_messages(conn: psycopg.Connection[Any], *, consume: bool = True) -> lis
             sql.Identifier(function)),
         (slot_name,),
     ).fetchall()
-    found = []
-    for (data,) in rows:
-        message = decode_message(bytes(data))
-        if message is not None and message[0] == "bookwatch":
-            found.append(message[1])
-    return found
+    return [bytes(data) for (data,) in rows if bytes(data)[:1] in (b"I", b"U", b"D", b"T")]
 
 
 class WalReader(LogReader):

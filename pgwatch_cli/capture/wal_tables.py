@@ -115,9 +115,12 @@ def remove_statements(
 ) -> tuple[list[Statement], list[str]]:
     """Undo ``install_statements`` but for the table's ``bookwatch_capture`` trigger (the
     caller drops it): publication, stored replica identities, partitions' actor triggers."""
-    statements: list[Statement] = []
     notes: list[str] = []
     before = _identities_before(conn, oid)
+    # First, so the new-partition event trigger leaves the identities restored below alone.
+    statements: list[Statement] = [sql.SQL(
+        "DELETE FROM bookwatch.captured_table WHERE relid = {}::oid::regclass"
+    ).format(sql.Literal(oid))]
     for member in members(conn, oid):
         if not member.is_root:
             statements.append(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
@@ -129,9 +132,6 @@ def remove_statements(
                          f"{_IDENTITY_NAMES.get(previous[0], previous[0])} restored")
     statements.append(sql.SQL(
         "DELETE FROM bookwatch.replica_identity_before WHERE captured = {}::oid::regclass"
-    ).format(sql.Literal(oid)))
-    statements.append(sql.SQL(
-        "DELETE FROM bookwatch.captured_table WHERE relid = {}::oid::regclass"
     ).format(sql.Literal(oid)))
     if _published(conn, oid, publication):
         statements.append(sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(
