@@ -32,6 +32,8 @@ from pgwatch_cli.stream.replication import ReplicationStream, SlotBusy, SlotMiss
 
 STATUS_INTERVAL_S = 10.0  # standby status updates while idle (wal_sender_timeout is 60 s)
 HOUSEKEEPING_EVERY_S = 60.0
+LOST_REASON = ("the relay slot was invalidated: the server removed WAL it still needed "
+               "(max_slot_wal_keep_size) while no relay ran")
 
 # Work a relay does now and then on its own connection (the retention policy: capture's
 # prune.apply_retention); it must not raise for "nothing to do".
@@ -49,6 +51,7 @@ class RelayStats:
     batches: int = 0  # append transactions
     skipped: int = 0  # changes already in the log (a restart after a crash)
     ignored: int = 0  # changes of tables that are not captured
+    gaps: int = 0  # GAP events appended (the slot was lost and made again)
     newest_seq: int | None = None
     lag_s: float | None = None  # commit -> appended, of the newest appended transaction
 
@@ -95,10 +98,19 @@ class Relay:
         if state.active_pid is not None:
             raise SlotBusy(f"replication slot {slot} is active for PID {state.active_pid}")
         self.stats.slot = self._slot = slot
+        if state.lost:
+            relay_store.replace_lost_slot(store, slot, LOST_REASON)
+            self.stats.gaps += 1
         encoding = relay_store.server_encoding(store)
         self._builder = EventBuilder(store, encoding)
         self._done = relay_store.progress(store, slot)
-        stream = ReplicationStream.start(self.dsn, slot, relay_store.STREAM_OPTIONS)
+        try:
+            stream = ReplicationStream.start(self.dsn, slot, relay_store.STREAM_OPTIONS)
+        except psycopg.errors.ObjectNotInPrerequisiteState as exc:
+            # "can no longer get changes from replication slot": invalidated since the check.
+            relay_store.replace_lost_slot(store, slot, f"{LOST_REASON} ({_first_line(exc)})")
+            self.stats.gaps += 1
+            stream = ReplicationStream.start(self.dsn, slot, relay_store.STREAM_OPTIONS)
         self._stream = stream
         try:
             self._relay(stream, TransactionAssembler(encoding))
@@ -209,3 +221,8 @@ class Relay:
     def _report(self) -> None:
         if self._on_status is not None:
             self._on_status(self.stats)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

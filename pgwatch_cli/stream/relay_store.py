@@ -3,6 +3,7 @@ goes, and the append of relayed events (``bookwatch.relay_append`` in sql/captur
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,15 +53,55 @@ def slot_name(conn: Conn) -> str:
 class SlotState:
     exists: bool
     active_pid: int | None
+    lost: bool = False  # invalidated: the WAL it needed is gone (max_slot_wal_keep_size)
 
 
 def slot_state(conn: Conn, slot: str) -> SlotState:
     row = conn.execute(
-        "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = %s", (slot,)
+        "SELECT active_pid, wal_status = 'lost' FROM pg_catalog.pg_replication_slots"
+        " WHERE slot_name = %s", (slot,)
     ).fetchone()
     if row is None:
         return SlotState(False, None)
-    return SlotState(True, row[0])
+    return SlotState(True, row[0], bool(row[1]))
+
+
+def replace_lost_slot(conn: Conn, slot: str, reason: str) -> None:
+    """The slot was invalidated: append one GAP event per channel saying what range of changes
+    is lost and why, then make a new slot (from now on nothing more is lost).
+
+    The GAP goes first: a relay killed between the two finds the slot still lost and says so
+    again rather than never."""
+    row = conn.execute(
+        "SELECT p.commit_lsn::text, p.relayed_at FROM bookwatch.relay_progress p"
+        " WHERE p.slot_name = %s", (slot,)
+    ).fetchone()
+    lost_from = {"lsn": str(row[0]), "time": row[1].isoformat()} if row else None
+    with conn.transaction():
+        conn.execute("SELECT bookwatch.commit_order_lock()")
+        conn.execute(
+            """
+            WITH channels AS (SELECT DISTINCT channel FROM bookwatch.captured_table),
+            appended AS (
+                INSERT INTO bookwatch.change_log (seq, channel, payload)
+                SELECT s.seq, s.channel, json_build_object(
+                           'v', 1, 'seq', s.seq, 'action', 'GAP', 'reason', %(reason)s::text,
+                           'lost_from', %(lost_from)s::json,
+                           'lost_to', json_build_object(
+                               'lsn', pg_catalog.pg_current_wal_lsn()::text,
+                               'time', pg_catalog.now()),
+                           'timestamp', pg_catalog.now())::text
+                  FROM (SELECT nextval('bookwatch.change_seq') AS seq, channel
+                          FROM channels) AS s
+                RETURNING seq, channel
+            )
+            SELECT pg_catalog.pg_notify(channel, seq::text) FROM appended
+            """,
+            {"reason": reason, "lost_from": None if lost_from is None else json.dumps(lost_from)},
+        )
+    conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", (slot,))
+    conn.execute("SELECT pg_catalog.pg_create_logical_replication_slot(%s, 'pgoutput')",
+                 (slot,))
 
 
 def progress(conn: Conn, slot: str) -> Progress:
