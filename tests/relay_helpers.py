@@ -46,8 +46,8 @@ def emit(conn: psycopg.Connection, item: int, *, note: str = "") -> None:
 
 
 def write(dsn: str, items: range | list[int], *, per_transaction: int = 1) -> None:
-    """Committed transactions emitting one event per item."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    """Committed transactions emitting one event per item, as actor ``writer``."""
+    with psycopg.connect(dsn, autocommit=True, application_name="writer") as conn:
         batch: list[int] = []
         for item in items:
             batch.append(item)
