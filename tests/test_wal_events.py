@@ -194,3 +194,35 @@ def test_remove_triggers_restores_the_replica_identity(logical_db: str, identity
         assert conn.execute("SELECT relreplident FROM pg_class WHERE relname = 'rooms'"
                             ).fetchone() == (identity[0].lower(),)
         assert conn.execute("SELECT count(*) FROM pg_publication_tables").fetchone() == (0,)
+
+
+def test_install_says_it_sets_replica_identity_full_and_dry_run_only_shows_it(
+    bookwatch, logical_db: str
+) -> None:
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE rooms (id int PRIMARY KEY, name text)")
+    dry = bookwatch("install-triggers", "--dsn", logical_db, "-t", "rooms", "--mode", "wal",
+                    "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert 'ALTER TABLE "public"."rooms" REPLICA IDENTITY FULL' in dry.stdout
+    assert "public.rooms: would be set to REPLICA IDENTITY FULL (was default" in dry.stderr
+    with psycopg.connect(logical_db) as conn:
+        assert conn.execute("SELECT relreplident FROM pg_class WHERE relname = 'rooms'"
+                            ).fetchone() == ("d",)
+    done = bookwatch("install-triggers", "--dsn", logical_db, "-t", "rooms", "--mode", "wal")
+    assert done.exit_code == 0, done.stderr
+    assert "public.rooms: REPLICA IDENTITY FULL (was default" in done.stderr
+    again = bookwatch("install-triggers", "--dsn", logical_db, "-t", "rooms", "--mode", "wal")
+    assert "public.rooms: already installed" in again.stderr
+    assert "REPLICA IDENTITY" not in again.stderr
+
+
+def test_bookwatch_own_tables_are_refused_as_capture_targets(bookwatch, logical_db: str) -> None:
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE rooms (id int PRIMARY KEY)")
+    assert bookwatch("install-triggers", "--dsn", logical_db, "-t", "rooms", "--mode",
+                     "wal").exit_code == 0
+    result = bookwatch("install-triggers", "--dsn", logical_db, "-t", "bookwatch.change_log",
+                       "--mode", "wal")
+    assert result.exit_code != 0
+    assert "Error:" in result.stderr and "own table" in result.stderr
