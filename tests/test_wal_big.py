@@ -80,6 +80,7 @@ def test_a_big_transaction_killed_mid_way_is_relayed_exactly_once(logical_db: st
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_a_million_row_transaction_in_bounded_memory_exactly_once(logical_db: str) -> None:
     peak = big_update_killed_mid_way(logical_db, 1_000_000, timeout=1500)
     print(f"relay peak RSS for a 1,000,000-row transaction: {peak / 1024:.0f} MB")
