@@ -86,6 +86,9 @@ DECLARE
     root   oid;
     member oid;
 BEGIN
+    IF to_regclass('bookwatch.captured_table') IS NULL THEN
+        RETURN;  -- being (re)installed or upgraded
+    END IF;
     FOR part IN
         SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() AS c
          WHERE c.classid = 'pg_class'::regclass AND c.object_type IN ('table', 'table column')
@@ -113,6 +116,11 @@ BEGIN
             END LOOP;
         END LOOP;
     END LOOP;
+EXCEPTION
+    WHEN OTHERS THEN
+        -- Never fail the user's DDL because of bookwatch: say what is left to do.
+        RAISE WARNING 'bookwatch: could not prepare a new partition for wal capture: %', SQLERRM
+            USING HINT = 'Run bookwatch install-triggers again for the partitioned table.';
 END
 $$;
 REVOKE ALL ON FUNCTION bookwatch.capture_new_partitions() FROM PUBLIC;

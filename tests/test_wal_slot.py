@@ -105,3 +105,14 @@ def test_an_idle_captured_database_lets_its_wal_go_while_another_writes(
         wait_until(confirmed_past_start, 40, "the idle slot to confirm past the busy writes")
         busy.execute("DROP TABLE bw_busy")
     assert json.dumps(True)
+
+
+def test_install_warns_when_nothing_bounds_the_wal_the_slot_keeps(bookwatch, logical_db):
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE rooms (id int PRIMARY KEY)")
+    result = bookwatch("install-triggers", "--dsn", logical_db, "-t", "rooms", "--mode", "wal")
+    assert result.exit_code == 0, result.stderr
+    assert "max_slot_wal_keep_size is unlimited" in result.stderr
+    assert "ALTER SYSTEM SET max_slot_wal_keep_size" in result.stderr
+    log = bookwatch("install-triggers", "--dsn", logical_db, "-t", "rooms", "--mode", "log")
+    assert "max_slot_wal_keep_size" not in log.stderr

@@ -240,6 +240,9 @@ def plan_install(
     if log_schema_exists(conn) and wal_tables.registered_table_exists(conn):
         plan.statements.append(wal_tables.forget_dropped_statement())
     if Mode.WAL in final_modes.values():
+        unbounded = slot.unbounded_wal_note(conn)
+        if unbounded:
+            plan.note(unbounded)
         name = slot.slot_name(conn)
         if not slot.slot_exists(conn, name):
             plan.create_slot = name
