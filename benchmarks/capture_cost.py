@@ -9,12 +9,12 @@ libpq settings (PGHOST, PGPORT, PGUSER) or --dsn for a role that may create data
 
     python benchmarks/capture_cost.py [--transactions 5000] [--rounds 3]
 
-The parts, cheapest first: a PL/pgSQL trigger that does nothing; one that only emits a
-constant message of an event's size with pg_logical_emit_message; a SECURITY DEFINER one that
-reads the secret and emits (the floor of wal mode's emitting step); wal mode's capture trigger
-alone (builds the event, hands it over, emits nothing); all of wal mode, with the function
-compiled for the table and with the generic one; log and notify mode; the seed's plain NOTIFY
-trigger.
+The parts, cheapest first: REPLICA IDENTITY FULL alone (the old row goes into the WAL); a
+PL/pgSQL row trigger and a statement trigger that do nothing; a row trigger that only emits a
+constant message with pg_logical_emit_message; wal mode v3 (FULL, the publication and the
+statement trigger that emits the actor once per transaction); log and notify mode; the seed's
+plain NOTIFY trigger. Decoding happens in the walsender, not in the writer: it is not counted
+here (benchmarks/write_overhead.sh measures writers with the consumers running).
 """
 
 from __future__ import annotations
@@ -27,11 +27,10 @@ import sys
 from collections.abc import Callable
 
 import psycopg
-from psycopg import sql
 
 TABLE = "accounts"
 ROWS = 100_000
-MESSAGE = "x" * 250  # about the size of one wal-mode event for this table
+MESSAGE = "x" * 250  # about the size of one event for this table
 
 SETUP = f"""
 CREATE TABLE {TABLE} (aid int PRIMARY KEY, bid int, abalance int, filler char(84));
@@ -44,16 +43,6 @@ CREATE FUNCTION bench_seed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('bench', json_build_object('table', TG_TABLE_NAME, 'action', TG_OP,
         'id', NEW.aid, 'timestamp', CURRENT_TIMESTAMP)::text);
-    RETURN NULL;
-END $$;
-"""
-# Created after install-triggers made bookwatch.wal_secret.
-DEFINER_EMIT = f"""
-CREATE FUNCTION bench_definer_emit() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM pg_logical_emit_message(true, 'bench',
-        (SELECT s.secret FROM bookwatch.wal_secret s) || '{MESSAGE}');
     RETURN NULL;
 END $$;
 """
@@ -82,40 +71,28 @@ def plain_trigger(function: str) -> SetUp:
     return set_up
 
 
-def bookwatch_mode(mode: str, *, drop_send: bool = False) -> SetUp:
+def statement_trigger(conn: psycopg.Connection, dsn: str) -> None:
+    conn.execute(f"CREATE TRIGGER bench BEFORE UPDATE ON {TABLE} FOR EACH STATEMENT"
+                 " EXECUTE FUNCTION bench_nothing()")
+
+
+def replica_identity_full(conn: psycopg.Connection, dsn: str) -> None:
+    conn.execute(f"ALTER TABLE {TABLE} REPLICA IDENTITY FULL")
+
+
+def bookwatch_mode(mode: str) -> SetUp:
     def set_up(conn: psycopg.Connection, dsn: str) -> None:
         bookwatch(dsn, "install-triggers", "-t", TABLE, "--mode", mode)
-        if drop_send:
-            conn.execute(f"DROP TRIGGER bookwatch_capture_send ON {TABLE}")
     return set_up
-
-
-def generic_wal(conn: psycopg.Connection, dsn: str) -> None:
-    """wal mode with the generic capture function in place of the table's compiled one."""
-    bookwatch(dsn, "install-triggers", "-t", TABLE, "--mode", "wal")
-    row = conn.execute(
-        "SELECT tgnargs, tgargs FROM pg_trigger WHERE tgname = 'bookwatch_capture'"
-        f" AND tgrelid = '{TABLE}'::regclass"
-    ).fetchone()
-    assert row is not None
-    args = bytes(row[1]).split(b"\0")[: row[0]]
-    conn.execute(f"DROP TRIGGER bookwatch_capture ON {TABLE}")
-    conn.execute(
-        sql.SQL("CREATE TRIGGER bookwatch_capture AFTER INSERT OR UPDATE OR DELETE ON {}"
-                " FOR EACH ROW EXECUTE FUNCTION bookwatch.capture({})").format(
-            sql.Identifier(TABLE), sql.SQL(", ").join(sql.Literal(a.decode()) for a in args)
-        )
-    )
 
 
 VARIANTS: dict[str, SetUp] = {
     "no trigger": lambda conn, dsn: None,
-    "empty PL/pgSQL trigger": plain_trigger("bench_nothing"),
-    "emit a constant": plain_trigger("bench_emit"),
-    "definer: secret + emit": plain_trigger("bench_definer_emit"),
-    "wal: capture only": bookwatch_mode("wal", drop_send=True),
-    "wal (capture + emit)": bookwatch_mode("wal"),
-    "wal, generic function": generic_wal,
+    "REPLICA IDENTITY FULL": replica_identity_full,
+    "empty row trigger": plain_trigger("bench_nothing"),
+    "empty statement trigger": statement_trigger,
+    "row trigger emitting": plain_trigger("bench_emit"),
+    "wal v3 (FULL + actor)": bookwatch_mode("wal"),
     "log": bookwatch_mode("log"),
     "notify": bookwatch_mode("notify"),
     "seed NOTIFY trigger": plain_trigger("bench_seed"),
@@ -125,6 +102,7 @@ VARIANTS: dict[str, SetUp] = {
 def reset(conn: psycopg.Connection, dsn: str) -> None:
     conn.execute(f"DROP TRIGGER IF EXISTS bench ON {TABLE}")
     bookwatch(dsn, "remove-triggers", "-t", TABLE)
+    conn.execute(f"ALTER TABLE {TABLE} REPLICA IDENTITY DEFAULT")
 
 
 def measure(dsn: str, transactions: int) -> float:
@@ -159,7 +137,6 @@ def main() -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(SETUP)
             bookwatch(dsn, "install-triggers", "-t", TABLE, "--mode", "wal")
-            conn.execute(DEFINER_EMIT)
             for round_ in range(args.rounds):
                 for name, set_up in VARIANTS.items():
                     reset(conn, dsn)

@@ -10,8 +10,8 @@
     commit-order lock and sends the wake-up itself), interleaved in rounds in one run. Latency
     is receipt minus the event's timestamp, taken in the writer's transaction just before commit.
 
-The capture triggers live on the capture branch: writers here emit the same messages and log
-rows the capture function produces (tests/relay_helpers.py), without a trigger.
+Writers write real rows: table ``items`` captured in wal mode (v3: decoded by the relay) and
+``items_log`` in log mode, each (re)installed on the round's channel.
 
 Usage: python benchmarks/relay_load.py [--dsn DSN] [--writers 8] [--seconds 30]
                                        [--rates 100,1000] [--rate-seconds 10] [--rounds 2]
@@ -42,24 +42,30 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pgwatch_cli.stream.events import ChangeEvent
 from pgwatch_cli.stream.listener import ChangeStream
-from pgwatch_cli.stream.relay_store import COMMIT_ORDER_LOCK
-from tests.relay_helpers import EMIT_SQL, TAIL_SQL, install_wal
+from tests.capture_helpers import install
+from tests.relay_helpers import install_wal
 
-LOG_SQL = (
-    "WITH l AS (SELECT pg_advisory_xact_lock(%(lock)s)),"
-    " s AS (SELECT nextval('bookwatch.change_seq') AS seq FROM l)"
-    " INSERT INTO bookwatch.change_log (seq, channel, payload)"
-    " SELECT seq, %(channel)s, '{\"v\":1,\"seq\":' || seq || " + TAIL_SQL + " FROM s"
-    " RETURNING seq"
-)
-DIFF = json.dumps({"gesamtpreis": [1352.0, 1400.0], "updated_at": ["2026-11-28T06:40:00+00:00",
-                                                                   "2026-11-28T06:41:00+00:00"]})
+WRITE_SQL = {
+    mode: f"INSERT INTO {table} (id, note) VALUES (%s, 'x') ON CONFLICT (id)"
+          f" DO UPDATE SET version = {table}.version + 1"
+    for mode, table in (("wal", "items"), ("log", "items_log"))
+}
+
+
+def _install_channel(dsn: str, mode: str, channel: str) -> None:
+    if mode == "wal":
+        install_wal(dsn, channel)
+    else:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS items_log (id int PRIMARY KEY,"
+                         " note text NOT NULL DEFAULT '', version int NOT NULL DEFAULT 1)")
+        install(dsn, "items_log", mode="log", channel=channel)
 
 
 def _writer(dsn: str, mode: str, channel: str, rate: float, seconds: float,
             counter: Any) -> None:
     """Commit one event per transaction; paced to ``rate``/s (0: flat out)."""
-    params = {"id": 0, "diff": DIFF, "channel": channel, "lock": COMMIT_ORDER_LOCK}
+    base = (os.getpid() % 1000) * 1_000_000  # writers never touch each other's rows
     written = 0
     with psycopg.connect(dsn) as conn:
         start = time.monotonic()
@@ -68,13 +74,7 @@ def _writer(dsn: str, mode: str, channel: str, rate: float, seconds: float,
             if rate and written >= (now - start) * rate:
                 time.sleep(min(0.001, deadline - now))
                 continue
-            params["id"] = written
-            if mode == "wal":
-                conn.execute(EMIT_SQL, params)
-            else:
-                seq = conn.execute(LOG_SQL, params).fetchone()
-                assert seq is not None
-                conn.execute("SELECT pg_notify(%s, %s)", (channel, str(seq[0])))
+            conn.execute(WRITE_SQL[mode], (base + written,))
             conn.commit()
             written += 1
     with counter.get_lock():
@@ -170,6 +170,8 @@ def _latency_ms(event: ChangeEvent) -> float:
 def latency_round(dsn: str, mode: str, rate: float, seconds: float) -> dict[str, Any]:
     channel = f"lat_{mode}_{int(rate)}"
     latencies: list[float] = []
+
+    _install_channel(dsn, mode, channel)
 
     async def scenario() -> int:
         ready = asyncio.Event()

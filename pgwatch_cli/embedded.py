@@ -33,7 +33,9 @@ from pgwatch_cli.errors import EmbeddedServerFailed
 
 _DATA_DIR_NAME = "pgdata"
 _HANDLES_FILE = ".handle_pids.json"
-SERVER_SETTINGS = ("wal_level=logical",)
+# The relay slot may keep at most this much WAL while no bookwatch process relays: past it the
+# slot is invalidated and the relay records a GAP, instead of the disk filling up.
+SERVER_SETTINGS = ("wal_level=logical", "max_slot_wal_keep_size=1GB")
 
 
 def data_dir(home: Path) -> Path:

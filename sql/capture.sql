@@ -1,4 +1,4 @@
--- bookwatch capture functions and permissions, for schema version 2.
+-- bookwatch capture functions and permissions, for schema version 3.
 --
 -- install-triggers runs this after the migrations (sql/migrations/), in the same transaction,
 -- every time: functions are replaced, grants and the reader role converge. Tables and data
@@ -51,37 +51,193 @@ BEGIN
 END
 $$;
 
--- wal mode: the invoker's trigger (bookwatch.capture, firing first: triggers of a row fire in
--- name order) leaves the event in a transaction-local setting; this SECURITY DEFINER trigger,
--- attached right after it, adds the names of its own relation and the secret and emits. Being
--- a trigger, it cannot be called directly; EXECUTE is revoked, so only the installer attaches
--- it. The capture trigger always writes the setting, so a value forged beforehand is
--- overwritten. The setting is named by the trigger depth: a user trigger that sorts between
--- the two (bookwatch_capture_<below "send">) and writes another watched table fires that
--- table's pair one level deeper, with a setting of its own, instead of taking this row's.
-CREATE OR REPLACE FUNCTION bookwatch.send_wal() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- wal mode (v3): the rows come from the WAL (pgoutput, REPLICA IDENTITY FULL); the writer only
+-- says who it is. This statement-level trigger emits the actor as a transactional logical
+-- message before the statement's rows, once per transaction and again only when it changes
+-- (the transaction-local setting remembers what was sent; a rolled-back subtransaction takes
+-- both its message and the setting with it). The relay attaches it to the rows that follow in
+-- the same transaction. Anyone may emit such a message, but only into their own transaction,
+-- whose actor they choose anyway.
+CREATE OR REPLACE FUNCTION bookwatch.emit_actor() RETURNS trigger
+LANGUAGE plpgsql AS $$
 DECLARE
-    handover text := 'bookwatch.wal_event' || pg_trigger_depth();
-    body text := current_setting(handover, true);
-    names text[];
+    actor text := coalesce(nullif(current_setting('bookwatch.actor', true), ''),
+                           nullif(current_setting('application_name', true), ''),
+                           current_user::text);
 BEGIN
-    IF body IS NULL OR body = '' THEN
-        RETURN NULL;  -- an UPDATE that changed nothing
+    IF current_setting('bookwatch.actor_emitted', true) IS DISTINCT FROM actor THEN
+        PERFORM pg_catalog.pg_logical_emit_message(true, 'bookwatch.actor', actor);
+        PERFORM pg_catalog.set_config('bookwatch.actor_emitted', actor, true);
     END IF;
-    PERFORM set_config(handover, '', true);
-    -- With only pg_catalog and pg_temp on the path, regclass output is schema-qualified;
-    -- parse_ident undoes the quoting. A partition is named by its root.
-    names := parse_ident(COALESCE(pg_partition_root(TG_RELID), TG_RELID)::regclass::text);
-    -- The relay drops messages without the secret: pg_logical_emit_message is PUBLIC.
-    PERFORM pg_logical_emit_message(
-        true, 'bookwatch',
-        (SELECT s.secret FROM bookwatch.wal_secret s) || E'\n' || TG_ARGV[0] || E'\n'
-        || ',"table":' || to_json(names[2]) || ',"schema":' || to_json(names[1]) || body);
     RETURN NULL;
 END
 $$;
-REVOKE ALL ON FUNCTION bookwatch.send_wal() FROM PUBLIC;
+REVOKE ALL ON FUNCTION bookwatch.emit_actor() FROM PUBLIC;
+
+-- wal mode: a partition created or attached after install-triggers has the default REPLICA
+-- IDENTITY, so its UPDATEs would reach the WAL without the old row. When the installer is a
+-- superuser (event triggers need one), this sets FULL on it (stored, as install-triggers does,
+-- for remove-triggers) and gives it the actor trigger. Runs after every CREATE/ALTER TABLE of
+-- anyone, so it looks only at the tables the command touched.
+CREATE OR REPLACE FUNCTION bookwatch.capture_new_partitions() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    part   oid;
+    root   oid;
+    member oid;
+BEGIN
+    IF to_regclass('bookwatch.captured_table') IS NULL THEN
+        RETURN;  -- being (re)installed or upgraded
+    END IF;
+    FOR part IN
+        SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() AS c
+         WHERE c.classid = 'pg_class'::regclass AND c.object_type IN ('table', 'table column')
+    LOOP
+        FOR root IN
+            SELECT t.relid FROM bookwatch.captured_table t
+             WHERE t.relid::oid IN (SELECT a.relid FROM pg_partition_ancestors(part) AS a)
+               AND t.relid::oid <> part
+        LOOP
+            FOR member IN
+                SELECT p.relid FROM pg_partition_tree(part) AS p
+                  JOIN pg_class k ON k.oid = p.relid
+                 WHERE k.relreplident <> 'f'
+            LOOP
+                INSERT INTO bookwatch.replica_identity_before (relid, captured, identity)
+                     SELECT member, root, k.relreplident FROM pg_class k WHERE k.oid = member
+                ON CONFLICT (relid) DO NOTHING;
+                EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', member::regclass);
+                IF NOT EXISTS (SELECT FROM pg_trigger g WHERE g.tgrelid = member
+                                  AND g.tgname = 'bookwatch_actor') THEN
+                    EXECUTE format('CREATE TRIGGER bookwatch_actor BEFORE INSERT OR UPDATE OR'
+                                   ' DELETE OR TRUNCATE ON %s FOR EACH STATEMENT EXECUTE'
+                                   ' FUNCTION bookwatch.emit_actor()', member::regclass);
+                END IF;
+            END LOOP;
+        END LOOP;
+    END LOOP;
+EXCEPTION
+    WHEN OTHERS THEN
+        -- Never fail the user's DDL because of bookwatch: say what is left to do.
+        RAISE WARNING 'bookwatch: could not prepare a new partition for wal capture: %', SQLERRM
+            USING HINT = 'Run bookwatch install-triggers again for the partitioned table.';
+END
+$$;
+REVOKE ALL ON FUNCTION bookwatch.capture_new_partitions() FROM PUBLIC;
+DO $partitions$
+BEGIN
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+       AND NOT EXISTS (SELECT FROM pg_catalog.pg_event_trigger
+                        WHERE evtname = 'bookwatch_new_partitions') THEN
+        CREATE EVENT TRIGGER bookwatch_new_partitions ON ddl_command_end
+            WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+            EXECUTE FUNCTION bookwatch.capture_new_partitions();
+    END IF;
+END
+$partitions$;
+
+-- wal mode, in the relay's session: the event members that depend on the row, from the old and
+-- new rows as to_jsonb gives them (the relay casts the decoded text to the column types), the
+-- same way bookwatch.capture() builds them in log mode. NULL for an UPDATE that changed
+-- nothing. ``hidden`` are excluded columns (the relay sent placeholders for them: they are
+-- named in "changed" when they changed, never valued).
+CREATE OR REPLACE FUNCTION bookwatch.wal_event(
+    action text, row_new jsonb, row_old jsonb, keys text[], hidden text[], tenant text
+) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    subject jsonb := CASE WHEN action = 'DELETE' THEN row_old ELSE row_new END;
+    changed jsonb;
+    diff    jsonb;
+    pk      jsonb;
+    head    text;
+    old_pk  text := '';
+BEGIN
+    IF action = 'UPDATE' THEN
+        SELECT jsonb_agg(n.key), jsonb_object_agg(n.key, jsonb_build_array(row_old -> n.key, n.value))
+          INTO changed, diff
+          FROM jsonb_each(row_new) AS n
+         WHERE n.value IS DISTINCT FROM row_old -> n.key;
+        IF changed IS NULL THEN
+            RETURN NULL;
+        END IF;
+        diff := diff - hidden;
+    END IF;
+    IF array_length(keys, 1) = 1 THEN
+        head := (subject -> keys[1])::text;
+        head := head || ',"pk":{' || to_json(keys[1])::text || ':' || head || '}';
+        IF action = 'UPDATE' AND row_old -> keys[1] IS DISTINCT FROM row_new -> keys[1] THEN
+            old_pk := ',"old_pk":' || jsonb_build_object(keys[1], row_old -> keys[1])::text;
+        END IF;
+    ELSE
+        SELECT jsonb_object_agg(k, subject -> k) INTO pk FROM unnest(keys) AS k;
+        head := 'null,"pk":' || pk::text;
+        IF action = 'UPDATE' AND changed ?| keys THEN
+            SELECT ',"old_pk":' || jsonb_object_agg(k, row_old -> k)::text
+              INTO old_pk
+              FROM unnest(keys) AS k;
+        END IF;
+    END IF;
+    RETURN ',"action":"' || action || '","id":' || head || old_pk
+        || CASE WHEN tenant IS NULL THEN ''
+                ELSE ',"tenant":' || coalesce((subject -> tenant)::text, 'null') END
+        || ',"changed":' || coalesce(changed::text, 'null')
+        || ',"diff":' || coalesce(diff::text, 'null');
+END
+$$;
+REVOKE ALL ON FUNCTION bookwatch.wal_event(text, jsonb, jsonb, text[], text[], text) FROM PUBLIC;
+
+-- wal mode: the relay appends decoded events here, in commit order. Each event carries the
+-- commit LSN of its transaction and its position in it; the progress row says how far the log
+-- already goes. Its row lock (FOR UPDATE needs UPDATE on bookwatch.relay_progress: only the
+-- owner has it) is taken first and the progress read under it, so a relay that took over the
+-- slot while an earlier relay's append was waiting appends only what that append did not.
+CREATE OR REPLACE FUNCTION bookwatch.relay_append(
+    slot text, lsns pg_lsn[], positions bigint[], channels text[], tails text[],
+    reached_lsn pg_lsn, reached_position bigint
+) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    done_lsn      pg_lsn;
+    done_position bigint;
+    newest        bigint;
+    complete      CONSTANT bigint := 9223372036854775807;
+BEGIN
+    INSERT INTO bookwatch.relay_progress (slot_name, commit_lsn, position)
+         VALUES (slot, '0/0', NULL) ON CONFLICT (slot_name) DO NOTHING;
+    SELECT p.commit_lsn, p.position INTO done_lsn, done_position
+      FROM bookwatch.relay_progress p WHERE p.slot_name = slot FOR UPDATE;
+    IF (reached_lsn, coalesce(reached_position, complete))
+       <= (done_lsn, coalesce(done_position, complete)) THEN
+        RETURN NULL;  -- another relay appended all of it meanwhile
+    END IF;
+    PERFORM bookwatch.commit_order_lock();
+    WITH fresh AS (
+        SELECT e.channel, e.tail, row_number() OVER (ORDER BY e.o) AS r
+          FROM unnest(lsns, positions, channels, tails) WITH ORDINALITY AS e(l, p, channel, tail, o)
+         WHERE (e.l, e.p) >= (done_lsn, coalesce(done_position, complete))
+           AND NOT (e.l = done_lsn AND done_position IS NULL)
+    ), drawn AS (
+        SELECT d.seq, row_number() OVER (ORDER BY d.seq) AS r
+          FROM (SELECT nextval('bookwatch.change_seq') AS seq
+                  FROM generate_series(1, (SELECT count(*) FROM fresh))) AS d
+    ), appended AS (
+        INSERT INTO bookwatch.change_log (seq, channel, payload)
+        SELECT drawn.seq, fresh.channel, '{"v":1,"seq":' || drawn.seq || fresh.tail
+          FROM fresh JOIN drawn USING (r)
+        RETURNING seq, channel
+    )
+    SELECT max(w.seq) INTO newest
+      FROM (SELECT max(a.seq) AS seq, pg_catalog.pg_notify(a.channel, max(a.seq)::text)
+              FROM appended a GROUP BY a.channel) AS w;
+    UPDATE bookwatch.relay_progress
+       SET commit_lsn = reached_lsn, position = reached_position, relayed_at = now()
+     WHERE slot_name = slot;
+    RETURN newest;
+END
+$$;
+REVOKE ALL ON FUNCTION bookwatch.relay_append(text, pg_lsn[], bigint[], text[], text[], pg_lsn, bigint)
+    FROM PUBLIC;
 
 -- log mode: the deferred capture trigger calls this at commit. It refuses direct calls and
 -- temporary tables; a role that may create a trigger on a regular table can still reach it
@@ -140,7 +296,6 @@ DECLARE
 BEGIN
     -- Runs for every written row, so the body stays lean: plain expressions where possible
     -- (PL/pgSQL evaluates those without the executor, no query at all for a narrow table).
-    -- Set here, not in DECLARE: a compiled prelude (fastpath.py) that returns first skips them.
     keys := TG_ARGV[3]::int;
     excluded := TG_ARGV[4 + keys]::int;
     old_pk := '';
@@ -170,10 +325,6 @@ BEGIN
              WHERE n.value IS DISTINCT FROM row_old -> n.key;
         END IF;
         IF changed IS NULL THEN
-            IF TG_ARGV[1] = 'wal' THEN
-                -- The hand-over to send_wal(), named by depth (see there): nothing to send.
-                PERFORM set_config('bookwatch.wal_event' || pg_trigger_depth(), '', true);
-            END IF;
             RETURN NULL;  -- an UPDATE that changes nothing is not an event
         END IF;
         IF excluded > 0 THEN
@@ -223,13 +374,6 @@ BEGIN
     payload := head || ',"changed":' || coalesce(changed::text, 'null')
                     || ',"diff":' || coalesce(diff::text, 'null')
                     || ',"truncated":false' || tail;
-
-    IF TG_ARGV[1] = 'wal' THEN
-        -- No NOTIFY, so no 8000-byte limit: the event goes whole into the WAL, through the
-        -- bookwatch_send trigger that fires next (send_wal()).
-        PERFORM set_config('bookwatch.wal_event' || pg_trigger_depth(), payload, true);
-        RETURN NULL;
-    END IF;
 
     -- NOTIFY refuses payloads of 8000 bytes or more, which would fail the writer's
     -- transaction. 7500 leaves room for the seq, the table and schema names (up to 63 bytes

@@ -43,18 +43,9 @@ SELECT n.nspname::text AS schema,
   JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
   JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
  WHERE t.tgname = 'bookwatch_capture' AND pn.nspname = 'bookwatch'
-   AND (p.proname = 'capture' OR p.proname LIKE 'capture\_wal\_%')
+   AND (p.proname IN ('capture', 'emit_actor') OR p.proname LIKE 'capture\_wal\_%')
    AND NOT t.tgisinternal AND t.tgparentid = 0
  ORDER BY 1, 2;
-
--- name: unused_compiled_functions
--- wal mode's per-table capture functions that no trigger uses any more (their table was
--- dropped, moved to another mode, or restored with a new oid).
-SELECT p.proname::text
-  FROM pg_catalog.pg_proc p
- WHERE p.pronamespace = 'bookwatch'::regnamespace AND p.proname LIKE 'capture\_wal\_%'
-   AND NOT EXISTS (SELECT FROM pg_catalog.pg_trigger t WHERE t.tgfoid = p.oid)
- ORDER BY 1;
 
 -- name: schema_exists
 SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'bookwatch');
@@ -99,13 +90,14 @@ SELECT active, active_pid,
  WHERE slot_name = %(slot)s;
 
 -- name: slot_waiting_events
--- Events in the slot not yet relayed, counted by decoding without consuming (only possible
--- while no relay holds the slot). pgoutput message frames: 'M', flags, LSN, prefix\0, ...
+-- Row changes in the slot not yet relayed (each becomes an event, or none for an UPDATE that
+-- changed nothing), counted by decoding without consuming (only possible while no relay holds
+-- the slot). pgoutput frames: 'I' insert, 'U' update, 'D' delete, 'T' truncate.
 SELECT count(*)
   FROM pg_catalog.pg_logical_slot_peek_binary_changes(
            %(slot)s, NULL, %(limit)s,
            'proto_version', '1', 'publication_names', 'bookwatch_messages', 'messages', 'true')
- WHERE substr(data, 1, 1) = 'M'::bytea AND substr(data, 11, 10) = 'bookwatch\000'::bytea;
+ WHERE substr(data, 1, 1) IN ('I'::bytea, 'U'::bytea, 'D'::bytea, 'T'::bytea);
 
 -- name: log_summary
 SELECT count(*), min(seq), max(seq),

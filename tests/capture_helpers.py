@@ -8,7 +8,6 @@ Every mode has a reader with the same two calls (``events``, ``nothing_within``)
 from __future__ import annotations
 
 import json
-import struct
 import time
 from typing import Any
 
@@ -94,18 +93,8 @@ class LogReader:
         self.conn.close()
 
 
-def decode_message(data: bytes) -> tuple[str, bytes] | None:
-    """A pgoutput logical message frame ('M') as (prefix, content); None for other frames."""
-    if data[:1] != b"M":
-        return None
-    end = data.index(b"\0", 10)
-    prefix = data[10:end].decode()
-    (length,) = struct.unpack("!i", data[end + 1 : end + 5])
-    return prefix, data[end + 5 : end + 5 + length]
-
-
 def slot_messages(conn: psycopg.Connection[Any], *, consume: bool = True) -> list[bytes]:
-    """The contents of the bookwatch messages in the relay slot, in commit order."""
+    """The row changes (pgoutput I/U/D/T frames) waiting in the relay slot, in commit order."""
     function = "pg_logical_slot_get_binary_changes" if consume else (
         "pg_logical_slot_peek_binary_changes")
     slot_name = conn.execute(sqlfiles.query("relay_slot_name")).fetchone()[0]
@@ -115,55 +104,30 @@ def slot_messages(conn: psycopg.Connection[Any], *, consume: bool = True) -> lis
             sql.Identifier(function)),
         (slot_name,),
     ).fetchall()
-    found = []
-    for (data,) in rows:
-        message = decode_message(bytes(data))
-        if message is not None and message[0] == "bookwatch":
-            found.append(message[1])
-    return found
+    return [bytes(data) for (data,) in rows if bytes(data)[:1] in (b"I", b"U", b"D", b"T")]
 
 
-def wal_secret(conn: psycopg.Connection[Any]) -> str:
-    return str(conn.execute("SELECT secret FROM bookwatch.wal_secret").fetchone()[0])
-
-
-class WalReader:
-    """wal mode: decodes the slot like the relay does (secret check, seq by commit order)."""
+class WalReader(LogReader):
+    """wal mode: a real relay in the background (as tail and serve run one), then the log."""
 
     def __init__(self, dsn: str, channel: str = CHANNEL) -> None:
-        self.conn = psycopg.connect(dsn, autocommit=True)
-        self.channel = channel
-        self.seq = 0
-        self.forged = 0
+        from pgwatch_cli.stream.relay_leader import BackgroundRelay
 
-    def _read(self) -> list[dict[str, Any]]:
-        secret = wal_secret(self.conn)
-        found = []
-        for content in slot_messages(self.conn):
-            head, channel, tail = content.decode().split("\n", 2)
-            if head != secret:
-                self.forged += 1
-                continue
-            if channel == self.channel:
-                self.seq += 1
-                found.append(json.loads('{"v":1,"seq":' + str(self.seq) + tail))
-        return found
-
-    def events(self, expected: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while len(found) < expected and time.monotonic() < deadline:
-            found.extend(self._read())
-            if len(found) < expected:
-                time.sleep(0.05)
-        return found
+        super().__init__(dsn, channel)
+        self.notices: list[str] = []
+        self.relay = BackgroundRelay(dsn, self.notices.append, retry_s=0.2)
+        self.relay.start()
+        deadline = time.monotonic() + 10
+        while not self.relay.leading and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def nothing_within(self, seconds: float = 0.5) -> bool:
         time.sleep(seconds)
-        return not self._read()
+        return super().nothing_within(0.01)
 
     def close(self) -> None:
-        self.conn.close()
+        self.relay.stop()
+        super().close()
 
 
 def reader(dsn: str, mode: str, channel: str = CHANNEL) -> LogReader | WalReader | Listener:

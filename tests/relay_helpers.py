@@ -1,81 +1,53 @@
-"""A minimal schema v2 in wal mode, and writers that emit capture messages as wal-mode capture
-does (the interface agreed with the capture branch). Kept in one place so it can be switched to
-the real installer (``install-triggers --mode wal``) once both branches are merged."""
+"""A database in wal mode (v3) with one captured table, ``items``, installed by the real
+installer, and writers whose rows the relay decodes from the WAL."""
 
 from __future__ import annotations
 
 import json
-import uuid
 
 import psycopg
 from psycopg import sql
 
+from pgwatch_cli.capture import triggers
+from pgwatch_cli.capture.tables import TableRef
+
 CHANNEL = "booking_changes"
-
-_SCHEMA = """
-CREATE SCHEMA bookwatch;
-CREATE TABLE bookwatch.meta (key text PRIMARY KEY, value text NOT NULL);
-CREATE TABLE bookwatch.wal_secret (secret text NOT NULL);
-CREATE SEQUENCE bookwatch.change_seq AS bigint;
-CREATE TABLE bookwatch.change_log (
-    seq bigint PRIMARY KEY, channel text NOT NULL, payload text NOT NULL,
-    logged_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE bookwatch.relay_progress (
-    slot_name text PRIMARY KEY, commit_lsn pg_lsn NOT NULL,
-    relayed_at timestamptz NOT NULL DEFAULT now()
-);
-"""
-
-# The event JSON after the seq value, as the capture function builds it.
-TAIL_SQL = """
-',"table":"items","schema":"public","action":"INSERT","id":' || %(id)s::text
-|| ',"pk":{"id":' || %(id)s::text || '},"actor":"writer","changed":null,"diff":'
-|| %(diff)s || ',"truncated":false,"txid":' || pg_current_xact_id()::text
-|| ',"timestamp":"'
-|| to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') || '"}'
-"""
-EMIT_SQL = (
-    "SELECT pg_logical_emit_message(true, 'bookwatch', "
-    "(SELECT secret FROM bookwatch.wal_secret) || E'\\n' || %(channel)s || E'\\n' || "
-    + TAIL_SQL + ")"
-)
+ITEMS = TableRef("public", "items")
 
 
-def install_wal(dsn: str) -> None:
-    """Schema v2 with a new log_id, the publication and the database's slot."""
-    create_log(dsn)
+def install_wal(dsn: str, channel: str = CHANNEL) -> None:
+    """Table ``items`` captured in wal mode (schema, publication, slot by install-triggers)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE PUBLICATION bookwatch_messages")
-        conn.execute(
-            "SELECT pg_create_logical_replication_slot('bookwatch_' || oid, 'pgoutput')"
-            " FROM pg_database WHERE datname = current_database()"
-        )
+        conn.execute("CREATE TABLE IF NOT EXISTS items (id int PRIMARY KEY, note text NOT NULL"
+                     " DEFAULT '', version int NOT NULL DEFAULT 1)")
+        triggers.run(conn, lambda: triggers.plan_install(
+            conn, [ITEMS], channel=channel, excluded={}, mode="wal"))
 
 
 def create_log(dsn: str) -> str:
-    """(Re)create schema bookwatch with an empty log; returns the new log_id."""
-    log_id = str(uuid.uuid4())
-    with psycopg.connect(dsn) as conn:
+    """(Re)create schema bookwatch with an empty log (the slot stays); returns the new log_id."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS bookwatch CASCADE")
-        conn.execute(_SCHEMA)
-        conn.execute(
-            "INSERT INTO bookwatch.meta VALUES ('schema_version', '2'), ('log_id', %s),"
-            " ('retention', '7 days')", (log_id,),
-        )
-        conn.execute("INSERT INTO bookwatch.wal_secret VALUES (md5(random()::text))")
-    return log_id
+    install_wal(dsn)
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT value FROM bookwatch.meta WHERE key = 'log_id'").fetchone()
+    assert row is not None
+    return str(row[0])
 
 
-def emit(conn: psycopg.Connection, item: int, *, diff: object = None,
-         channel: str = CHANNEL) -> None:
-    """One event for row ``item``, in the connection's current transaction."""
-    conn.execute(EMIT_SQL, {"id": item, "diff": json.dumps(diff), "channel": channel})
+def emit(conn: psycopg.Connection, item: int, *, note: str = "") -> None:
+    """One event for row ``item`` (INSERT, or UPDATE when it exists), in the connection's
+    current transaction."""
+    conn.execute(
+        "INSERT INTO items (id, note) VALUES (%s, %s)"
+        " ON CONFLICT (id) DO UPDATE SET note = excluded.note, version = items.version + 1",
+        (item, note),
+    )
 
 
 def write(dsn: str, items: range | list[int], *, per_transaction: int = 1) -> None:
-    """Committed transactions emitting one event per item."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    """Committed transactions emitting one event per item, as actor ``writer``."""
+    with psycopg.connect(dsn, autocommit=True, application_name="writer") as conn:
         batch: list[int] = []
         for item in items:
             batch.append(item)

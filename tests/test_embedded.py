@@ -56,7 +56,7 @@ def test_server_environment_and_arguments() -> None:
     assert env == {"HOME": "/h", "PATH": "/b"}
     assert embedded.server_arguments(["-w", "stop"]) == ["-w", "stop"]
     assert embedded.server_arguments(["-w", "start"]) == [
-        "-o", "-c wal_level=logical", "-w", "start"
+        "-o", "-c wal_level=logical", "-o", "-c max_slot_wal_keep_size=1GB", "-w", "start"
     ]
 
 

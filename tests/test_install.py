@@ -172,7 +172,7 @@ def test_status_json_reports_log_and_queue(bookwatch, dsn, seed_tables):
     seed_tables.execute("INSERT INTO bookings VALUES (1, 'a'), (2, 'b')")
     seed_tables.commit()
     status = json.loads(bookwatch("status", "--json", "--dsn", dsn).stdout)
-    assert status["schema_version"] == status["known_schema_version"] == 2
+    assert status["schema_version"] == status["known_schema_version"] == 3
     assert status["tables"][0]["mode"] == "log"  # 5432 runs with wal_level = replica
     assert status["change_log"]["rows"] == 2
     assert status["change_log"]["retention"] == "7 days"

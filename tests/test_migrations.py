@@ -49,7 +49,7 @@ def test_v1_install_upgrades_in_place_with_its_events(bookwatch, dsn, v1_install
     assert "public.bookings: upgraded (log mode kept)" in result.stderr
     assert log_payloads(v1_install) == before  # events and seqs kept
     status = json.loads(bookwatch("status", "--json", "--dsn", dsn).stdout)
-    assert status["schema_version"] == 2 and status["warnings"] == []
+    assert status["schema_version"] == 3 and status["warnings"] == []
     modes = {table["table"]: (table["mode"], table["excluded_columns"])
              for table in status["tables"]}
     assert modes == {"bookings": ("log", ["notes"]), "guests": ("notify", [])}
@@ -89,4 +89,74 @@ def test_a_newer_schema_is_refused_and_nothing_changes(bookwatch, dsn, postgresq
 def test_migrations_are_numbered_without_gaps_and_end_at_the_current_version():
     numbers = [number for number, _, _ in sqlfiles.migrations()]
     assert numbers == list(range(1, len(numbers) + 1))
-    assert migrations.current_version() == numbers[-1] == 2
+    assert migrations.current_version() == numbers[-1] == 3
+
+
+V2_SCHEMA = Path(__file__).parent / "data" / "schema_v2_006c9c5.sql"
+V2_ARGS = "'booking_changes', 'wal', '', '1', 'id', '0'"
+
+
+def test_v2_wal_install_upgrades_in_place_with_its_events(bookwatch, logical_db):
+    """A v2 wal install (row triggers, the definer send triggers, a compiled function, the
+    secret, a table-less publication) becomes v3 in place: events kept, rows then decoded."""
+    from pgwatch_cli.stream.relay_leader import BackgroundRelay
+    from tests.stream_helpers import wait_until
+
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bookings (id int PRIMARY KEY, price int)")
+        conn.execute("CREATE TABLE rooms (id int PRIMARY KEY, name text)")
+        conn.execute(V2_SCHEMA.read_text())
+        conn.execute("CREATE PUBLICATION bookwatch_messages")
+        conn.execute("SELECT pg_create_logical_replication_slot('bookwatch_' || oid, 'pgoutput')"
+                     " FROM pg_database WHERE datname = current_database()")
+        conn.execute("CREATE FUNCTION bookwatch.capture_wal_4242() RETURNS trigger"
+                     " LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END'")
+        for table, function in (("bookings", "capture"), ("rooms", "capture_wal_4242")):
+            conn.execute(f"CREATE TRIGGER bookwatch_capture AFTER INSERT OR UPDATE OR DELETE"
+                         f" ON {table} FOR EACH ROW EXECUTE FUNCTION bookwatch.{function}"
+                         f"({V2_ARGS})")
+            conn.execute(f"CREATE TRIGGER bookwatch_truncate AFTER TRUNCATE ON {table}"
+                         f" FOR EACH STATEMENT EXECUTE FUNCTION bookwatch.capture({V2_ARGS})")
+            conn.execute(f"CREATE TRIGGER bookwatch_capture_send AFTER INSERT OR UPDATE OR"
+                         f" DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION"
+                         f" bookwatch.send_wal('booking_changes')")
+        for seq in (1, 2):  # what a v2 relay appended
+            conn.execute(
+                "INSERT INTO bookwatch.change_log (seq, channel, payload) VALUES"
+                " (nextval('bookwatch.change_seq'), 'booking_changes', %s)",
+                (json.dumps({"v": 1, "seq": seq, "table": "bookings", "schema": "public",
+                             "action": "INSERT", "id": seq, "pk": {"id": seq}}),))
+        conn.execute("INSERT INTO bookwatch.relay_progress VALUES ('bookwatch_x', '0/1')")
+        before = log_payloads(conn)
+
+    result = bookwatch("install-triggers", "--dsn", logical_db, "-t", "bookings",
+                       "--mode", "wal")
+    assert result.exit_code == 0, result.stderr
+    assert "migration 003_wal_rows_from_pgoutput.sql applied (events kept)" in result.stderr
+    assert "public.rooms: upgraded (wal mode kept)" in result.stderr
+    assert "public.bookings: REPLICA IDENTITY FULL (was default" in result.stderr
+    with psycopg.connect(logical_db, autocommit=True) as conn:
+        assert log_payloads(conn) == before
+        leftovers = conn.execute(
+            "SELECT count(*) FROM pg_trigger WHERE tgname IN ('bookwatch_capture_send',"
+            " 'bookwatch_truncate') UNION ALL SELECT count(*) FROM pg_proc"
+            " WHERE proname LIKE 'capture\\_wal\\_%%' OR proname = 'send_wal'"
+            " UNION ALL SELECT count(*) FROM pg_class WHERE relname = 'wal_secret'"
+        ).fetchall()
+        assert leftovers == [(0,), (0,), (0,)]
+        relay = BackgroundRelay(logical_db, lambda _: None, retry_s=0.2)
+        relay.start()
+        try:
+            conn.execute("INSERT INTO bookings VALUES (3, 300)")
+            conn.execute("UPDATE rooms SET name = 'x'")  # no rows: no event
+            conn.execute("INSERT INTO rooms VALUES (7, 'Zimmer 7')")
+            wait_until(lambda: len(log_payloads(conn)) == 4, 20, "the new events")
+        finally:
+            relay.stop()
+        after = log_payloads(conn)
+    assert [(e["seq"], e["table"], e["id"]) for e in after[2:]] == [
+        (3, "bookings", 3), (4, "rooms", 7)]
+    status = json.loads(bookwatch("status", "--json", "--dsn", logical_db).stdout)
+    assert status["schema_version"] == 3
+    assert {t["table"]: t["mode"] for t in status["tables"]} == {"bookings": "wal",
+                                                                 "rooms": "wal"}

@@ -1,4 +1,4 @@
-"""The wal relay's logical replication slot and its (table-less) publication."""
+"""The wal relay's logical replication slot and its publication (the wal-mode tables)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,17 @@ def waiting_events(conn: psycopg.Connection[Any], name: str, limit: int = 100_00
     return int(row[0]) if row else 0
 
 
+def unbounded_wal_note(conn: psycopg.Connection[Any]) -> str | None:
+    """A warning when nothing bounds the WAL the slot may keep (``max_slot_wal_keep_size``
+    unlimited): a relay that stays down would keep WAL until the disk is full."""
+    row = conn.execute("SELECT current_setting('max_slot_wal_keep_size')").fetchone()
+    if row is None or str(row[0]) != "-1":
+        return None
+    return ("warning: max_slot_wal_keep_size is unlimited: while no relay runs, the slot keeps "
+            "WAL until the disk is full; bound it (a lost slot then becomes a GAP event): "
+            "ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf();")
+
+
 def create_slot_statement(name: str) -> sql.Composed:
     return sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, {})").format(
         sql.Literal(name), sql.Literal(PLUGIN)
@@ -64,8 +75,9 @@ def drop_slot_statement(name: str) -> sql.Composed:
 
 
 def create_publication_statement(name: str) -> sql.Composed:
-    # No tables: pgoutput streams logical messages of any publication.
-    return sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(name))
+    # Tables join it at install; a partition's rows are published as its root's.
+    return sql.SQL("CREATE PUBLICATION {} WITH (publish_via_partition_root = true)").format(
+        sql.Identifier(name))
 
 
 def drop_publication_statement(name: str) -> sql.Composed:

@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from pgwatch_cli.capture import fastpath, migrations, prune, slot, sqlfiles
+from pgwatch_cli.capture import migrations, prune, slot, sqlfiles
 from pgwatch_cli.capture.config import Mode
 from pgwatch_cli.capture.triggers import InstalledTrigger, installed_triggers
 from pgwatch_cli.scratch import Orphan, find_orphans
@@ -89,25 +89,8 @@ def status(conn: psycopg.Connection[Any]) -> Status:
         schema_version=version, known_schema_version=known, triggers=found, log=log,
         relay=relay, queue_usage=float(usage_row[0]) if usage_row else 0.0, orphans=orphans,
     )
-    current.warnings = _warnings(current) + _stale_compiled(conn, found)
+    current.warnings = _warnings(current)
     return current
-
-
-def _stale_compiled(conn: psycopg.Connection[Any], found: list[InstalledTrigger]) -> list[str]:
-    """Tables whose compiled capture function no longer matches their columns: events are
-    still whole (the generic code takes over), only the faster path is gone."""
-    stale = []
-    for trigger in found:
-        suffix = trigger.function.removeprefix(fastpath.NAME_PREFIX)
-        if trigger.compiled_for is None or suffix == trigger.function or not suffix.isdigit():
-            continue
-        if fastpath.columns_of(conn, int(suffix)) != trigger.compiled_for:
-            stale.append(str(trigger.table))
-    if not stale:
-        return []
-    tables = " ".join(f"-t {name}" for name in stale)
-    return [f"columns of {', '.join(stale)} changed since install (events are still whole): "
-            f"run bookwatch install-triggers {tables} to compile the faster capture path again"]
 
 
 def _log_state(conn: psycopg.Connection[Any]) -> LogState:

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgwatch_cli.capture import fastpath, migrations, modes, slot, sqlfiles
+from pgwatch_cli.capture import migrations, modes, slot, sqlfiles, wal_tables
 from pgwatch_cli.capture import retention as durations
 from pgwatch_cli.capture.config import Mode, TriggerConfig
 from pgwatch_cli.capture.tables import TableRef
@@ -18,7 +18,7 @@ from pgwatch_cli.errors import MissingTable, UnsupportedTable, UsageProblem
 
 TRIGGER_NAME = "bookwatch_capture"
 TRUNCATE_TRIGGER_NAME = "bookwatch_truncate"
-# wal mode's SECURITY DEFINER halves: they fire right after the two above (name order).
+# wal mode v2's SECURITY DEFINER halves, dropped when a v2 install is upgraded.
 SEND_TRIGGER_NAME = "bookwatch_capture_send"
 TRUNCATE_SEND_TRIGGER_NAME = "bookwatch_truncate_send"
 _ALL_TRIGGER_NAMES = (TRIGGER_NAME, TRUNCATE_TRIGGER_NAME, SEND_TRIGGER_NAME,
@@ -33,10 +33,9 @@ class InstalledTrigger:
     table: TableRef
     enabled: bool
     config: TriggerConfig
-    # The other triggers of the set (truncate, and wal mode's send triggers) are all there.
+    # The other triggers of the set (log and notify modes' truncate trigger) are all there.
     complete: bool = True
-    function: str = "capture"  # or wal mode's function compiled for the table (fastpath)
-    compiled_for: tuple[str, ...] | None = None  # the columns it was compiled for
+    function: str = "capture"  # wal mode: emit_actor (v2 installs: capture or capture_wal_N)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -108,15 +107,14 @@ def installed_triggers(conn: psycopg.Connection[Any]) -> list[InstalledTrigger]:
     rows = conn.execute(sqlfiles.query("installed_triggers")).fetchall()
     found = []
     for (schema, table, enabled, _deferred, nargs, raw_args, others, _partitioned, function,
-         comment) in rows:
+         _comment) in rows:
         args = [part.decode() for part in bytes(raw_args).split(b"\0")[:nargs]]
         config = TriggerConfig.from_arguments(args)
-        expected = {TRUNCATE_TRIGGER_NAME}
-        if config.mode is Mode.WAL:
-            expected |= {SEND_TRIGGER_NAME, TRUNCATE_SEND_TRIGGER_NAME}
+        # wal v3: one statement-level trigger does it all.
+        expected = set() if function == wal_tables.ACTOR_FUNCTION else {TRUNCATE_TRIGGER_NAME}
         found.append(InstalledTrigger(
             TableRef(schema, table), enabled, config, complete=set(others or ()) == expected,
-            function=function, compiled_for=fastpath.compiled_columns(comment),
+            function=function,
         ))
     return found
 
@@ -138,6 +136,9 @@ def _config_for(
     if found is None:
         return None
     oid, kind = found
+    if table.schema == "bookwatch":
+        raise UnsupportedTable(
+            f"{table} is bookwatch's own table: capturing it would capture its own events.")
     if kind not in ("r", "p"):
         raise UnsupportedTable(f"{table} is not a table (it cannot carry row triggers).")
     key = tuple(row[0] for row in conn.execute(
@@ -212,35 +213,36 @@ def plan_install(
 
     current = {trigger.table: trigger for trigger in installed_triggers(conn)}
     final_modes = {table: trigger.config.mode for table, trigger in current.items()}
+    final_modes.update({table: config.mode for table, config in wanted.items()})
+    publication = slot.publication_name(conn)
+    if Mode.WAL in final_modes.values() and not slot.publication_exists(conn, publication):
+        plan.statements.append(slot.create_publication_statement(publication))
     for table, old in current.items():
-        if old.config.legacy and table not in wanted:
-            # A schema version 1 trigger: same behaviour, rewritten for the new function.
+        if (old.config.legacy or _wal_v2(old)) and table not in wanted:
+            # An older schema's trigger: same behaviour, rewritten for this version.
             converted = _config_for(conn, table, old.config.channel, old.config.mode,
                                     old.config.excluded)
             assert converted is not None  # the trigger is on it, so the table exists
-            plan.statements.extend(_replace_triggers(
-                table, converted, _fast_path(conn, table, converted), old.function))
+            _replace_triggers(conn, plan, table, converted, old, publication)
             plan.change(f"{table}: upgraded ({converted.mode.value} mode kept)",
                         f"{table}: would be upgraded ({converted.mode.value} mode kept)")
     for table, config in wanted.items():
-        final_modes[table] = config.mode
         existing = current.get(table)
-        fast = _fast_path(conn, table, config)
         if (existing is not None and existing.enabled and existing.complete
-                and existing.config == config and _function_current(existing, fast)):
+                and existing.config == config and _in_place(conn, table, existing, publication)):
             plan.note(f"{table}: already installed")
             continue
-        plan.statements.extend(_replace_triggers(
-            table, config, fast, existing.function if existing else None))
+        _replace_triggers(conn, plan, table, config, existing, publication)
         verb = "updated" if existing is not None else "installed"
         detail = f"(channel {channel}, {config.mode.value} mode)"
         plan.change(f"{table}: {verb} {detail}", f"{table}: would be {verb} {detail}")
 
-    _drop_unused_compiled(conn, plan)
+    if log_schema_exists(conn) and wal_tables.registered_table_exists(conn):
+        plan.statements.append(wal_tables.forget_dropped_statement())
     if Mode.WAL in final_modes.values():
-        publication = slot.publication_name(conn)
-        if not slot.publication_exists(conn, publication):
-            plan.statements.append(slot.create_publication_statement(publication))
+        unbounded = slot.unbounded_wal_note(conn)
+        if unbounded:
+            plan.note(unbounded)
         name = slot.slot_name(conn)
         if not slot.slot_exists(conn, name):
             plan.create_slot = name
@@ -249,46 +251,44 @@ def plan_install(
     return plan
 
 
-def _fast_path(
-    conn: psycopg.Connection[Any], table: TableRef, config: TriggerConfig
-) -> fastpath.FastPath | None:
-    if config.mode is not Mode.WAL:
-        return None
-    found = _lookup(conn, table)
-    assert found is not None  # validated by _config_for
-    columns = fastpath.columns_of(conn, found[0])
-    return fastpath.FastPath(found[0], columns) if fastpath.applies(config, columns) else None
+def _wal_v2(trigger: InstalledTrigger) -> bool:
+    """A wal-mode table of schema version 2 (row triggers, compiled functions)."""
+    return trigger.config.mode is Mode.WAL and trigger.function != wal_tables.ACTOR_FUNCTION
 
 
-def _function_current(existing: InstalledTrigger, fast: fastpath.FastPath | None) -> bool:
-    """The trigger runs the function it should: the generic one, or the table's compiled one
-    for its columns as they are now."""
-    if fast is None:
+def _in_place(
+    conn: psycopg.Connection[Any], table: TableRef, existing: InstalledTrigger, publication: str
+) -> bool:
+    """The trigger runs this version's function (and for wal mode, the rest is in place)."""
+    if existing.config.mode is not Mode.WAL:
         return existing.function == "capture"
-    return existing.function == fast.name and existing.compiled_for == fast.columns
+    if existing.function != wal_tables.ACTOR_FUNCTION:
+        return False
+    found = _lookup(conn, table)
+    return found is not None and wal_tables.in_place(conn, found[0], publication)
 
 
 def _replace_triggers(
-    table: TableRef, config: TriggerConfig, fast: fastpath.FastPath | None,
-    previous_function: str | None,
-) -> list[Statement]:
-    statements: list[Statement] = [*_drop_triggers(table)]
-    if fast is not None:
-        statements += fastpath.create_statements(fast, config)
-    function = fast.name if fast is not None else "capture"
-    statements += _create_triggers(table, config, function)
-    if (previous_function is not None and previous_function.startswith(fastpath.NAME_PREFIX)
-            and previous_function != function):
-        statements.append(fastpath.drop_statement(previous_function))
-    return statements
-
-
-def _drop_unused_compiled(conn: psycopg.Connection[Any], plan: Plan) -> None:
-    """Compiled functions left without a trigger (a watched table dropped by hand)."""
-    if not log_schema_exists(conn):
+    conn: psycopg.Connection[Any], plan: Plan, table: TableRef, config: TriggerConfig,
+    existing: InstalledTrigger | None, publication: str,
+) -> None:
+    found = _lookup(conn, table)
+    assert found is not None  # validated by _config_for
+    oid = found[0]
+    plan.statements.extend(_drop_triggers(table))
+    if config.mode is Mode.WAL:
+        statements, notes = wal_tables.install_statements(conn, table, oid, config, publication)
+        plan.statements.extend(statements)
+        for note in notes:
+            plan.change(note, note.replace(": REPLICA IDENTITY FULL",
+                                           ": would be set to REPLICA IDENTITY FULL"))
         return
-    for (name,) in conn.execute(sqlfiles.query("unused_compiled_functions")).fetchall():
-        plan.statements.append(fastpath.drop_statement(str(name)))
+    if existing is not None and existing.function == wal_tables.ACTOR_FUNCTION:
+        statements, notes = wal_tables.remove_statements(conn, table, oid, publication)
+        plan.statements.extend(statements)
+        for note in notes:
+            plan.change(note, note.replace(" restored", " would be restored"))
+    plan.statements.extend(_create_triggers(table, config))
 
 
 def _drop_triggers(table: TableRef) -> list[Statement]:
@@ -301,12 +301,9 @@ def _drop_trigger(table: TableRef, name: str) -> sql.Composed:
     )
 
 
-def _create_triggers(
-    table: TableRef, config: TriggerConfig, function: str = "capture"
-) -> list[Statement]:
+def _create_triggers(table: TableRef, config: TriggerConfig) -> list[Statement]:
     # log mode numbers events at commit, so its row trigger is a deferred constraint trigger.
-    # wal and notify need no such thing: WAL messages and NOTIFYs are both delivered at commit,
-    # in commit order.
+    # notify needs no such thing: NOTIFYs are delivered at commit, in commit order.
     row_template = (
         "CREATE CONSTRAINT TRIGGER {name} AFTER INSERT OR UPDATE OR DELETE ON {table}"
         " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bookwatch.{function}({args})"
@@ -320,26 +317,13 @@ def _create_triggers(
     statements: list[Statement] = [
         sql.SQL(row_template).format(
             name=sql.Identifier(TRIGGER_NAME), table=table.identifier(),
-            function=sql.Identifier(function), args=args,
+            function=sql.Identifier("capture"), args=args,
         ),
         sql.SQL(truncate_template).format(
             name=sql.Identifier(TRUNCATE_TRIGGER_NAME), table=table.identifier(),
             function=sql.Identifier("capture"), args=args,
         ),
     ]
-    if config.mode is Mode.WAL:
-        channel = sql.Literal(config.channel)
-        statements += [
-            sql.SQL(
-                "CREATE TRIGGER {name} AFTER INSERT OR UPDATE OR DELETE ON {table}"
-                " FOR EACH ROW EXECUTE FUNCTION bookwatch.send_wal({channel})"
-            ).format(name=sql.Identifier(SEND_TRIGGER_NAME), table=table.identifier(),
-                     channel=channel),
-            sql.SQL(truncate_template).format(
-                name=sql.Identifier(TRUNCATE_SEND_TRIGGER_NAME), table=table.identifier(),
-                function=sql.Identifier("send_wal"), args=channel,
-            ),
-        ]
     return statements
 
 
@@ -349,17 +333,21 @@ def plan_remove(
     current = installed_triggers(conn)
     chosen = [t for t in current if tables is None or t.table in tables]
     plan = Plan()
+    publication = slot.publication_name(conn)
     for trigger in chosen:
         plan.statements.extend(_drop_triggers(trigger.table))
-        if trigger.function.startswith(fastpath.NAME_PREFIX):
-            plan.statements.append(fastpath.drop_statement(trigger.function))
+        found = _lookup(conn, trigger.table)
+        if trigger.function == wal_tables.ACTOR_FUNCTION and found is not None:
+            statements, notes = wal_tables.remove_statements(
+                conn, trigger.table, found[0], publication)
+            plan.statements.extend(statements)
+            for note in notes:
+                plan.change(note, note.replace(" restored", " would be restored"))
         plan.change(f"{trigger.table}: removed", f"{trigger.table}: would be removed")
     for table in tables or ():
         if all(t.table != table for t in chosen):
             plan.note(f"{table}: not installed, nothing to do")
     remaining = [t for t in current if t not in chosen]
-    if not drop_log:  # --drop-log drops schema bookwatch, compiled functions included
-        _drop_unused_compiled(conn, plan)
     if drop_log:
         if remaining:
             names = ", ".join(str(t.table) for t in remaining)
@@ -421,9 +409,8 @@ def plan_scratch_drop(
         return plan
     installed = installed_triggers(conn)
     others = [t for t in installed if t.table.schema != schema]
-    plan.statements += [fastpath.drop_statement(t.function) for t in installed
-                        if t.table.schema == schema
-                        and t.function.startswith(fastpath.NAME_PREFIX)]
+    if wal_tables.registered_table_exists(conn):
+        plan.statements.append(wal_tables.forget_dropped_statement())
     foreign_rows = conn.execute(
         "SELECT count(*) FROM bookwatch.change_log WHERE channel <> %s", (channel,)
     ).fetchone()

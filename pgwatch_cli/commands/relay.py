@@ -79,10 +79,11 @@ def _relay_until(
         except psycopg.errors.InsufficientPrivilege as exc:
             raise RelayForbidden(
                 f"This role may not relay: {_first_line(exc)}.",
-                hint="The relay reads bookwatch.wal_secret and writes the change log: run it "
+                hint="The relay reads bookwatch.captured_table and writes the change log: run it "
                 "as the role that ran install-triggers.",
             ) from None
-        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName,
+                psycopg.errors.UndefinedFunction):
             # remove-triggers --drop-log, a reinstall on its way: the slot keeps the events.
             status.show("the change log is missing; waiting for it (events wait in the slot)")
         except (ReplicationLost, ProtocolError, psycopg.OperationalError) as exc:
@@ -143,7 +144,7 @@ class StatusLine:
             f"{stats.newest_seq if stats.newest_seq is not None else '-'}, lag {lag}"
         )
         if stats.ignored:
-            line += f", {stats.ignored:,} forged/foreign messages ignored"
+            line += f", {stats.ignored:,} changes of uncaptured tables ignored"
         self.show(line, state="relaying")
 
     def show(self, line: str, *, state: str | None = None) -> None:

@@ -48,7 +48,7 @@ STALE_CHECK_INTERVAL_S = 0.2
 READ_TIMEOUT_S = 30.0
 PAGE = 1000
 # Versions of the bookwatch schema whose change log this listener can read.
-KNOWN_SCHEMA_VERSIONS = frozenset({"1", "2"})
+KNOWN_SCHEMA_VERSIONS = frozenset({"1", "2", "3"})
 # Unacknowledged data fails the connection after this long (a frozen peer); TCP only.
 TCP_USER_TIMEOUT_MS = 15_000
 

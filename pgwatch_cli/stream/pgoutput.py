@@ -3,8 +3,9 @@
 Two layers (PostgreSQL docs, "Streaming Replication Protocol" and "Logical Replication Message
 Formats", protocol version 1): the CopyData envelope (``w`` XLogData carrying one pgoutput
 message, ``k`` primary keepalive), and inside XLogData the pgoutput messages ``B`` begin,
-``M`` logical decoding message, ``C`` commit. Every other pgoutput message (relations, rows,
-origins, types) is of no interest: the publication has no tables.
+``M`` logical decoding message, ``C`` commit, ``R`` relation, ``I``/``U``/``D`` rows and ``T``
+truncate. Column values stay bytes in the server's encoding (protocol 1 sends their text form);
+origins and types are of no interest.
 """
 
 from __future__ import annotations
@@ -66,19 +67,74 @@ class Commit:
 
 
 @dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type_oid: int
+    typmod: int
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    relid: int
+    namespace: str
+    name: str
+    columns: tuple[Column, ...]
+
+
+class _Unchanged:
+    """An unchanged TOASTed value the server did not send (``u``): take it from the old row."""
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED = _Unchanged()
+# One column of a row: its text form in the server's encoding, None for NULL, or UNCHANGED.
+Value = bytes | None | _Unchanged
+Values = tuple[Value, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    """An INSERT (``old`` None), UPDATE or DELETE (``new`` None) of one row. With REPLICA
+    IDENTITY FULL the old row is whole; without it an UPDATE may carry no old row at all."""
+
+    action: str
+    relid: int
+    new: Values | None
+    old: Values | None
+
+    def size(self) -> int:
+        """Bytes of column values carried, to bound events."""
+        return sum(len(v) for v in (self.new or ()) + (self.old or ()) if isinstance(v, bytes))
+
+
+@dataclass(frozen=True, slots=True)
+class Truncate:
+    relids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Other:
     """A pgoutput message the relay does not use (its type byte kept for diagnostics)."""
 
     kind: str
 
 
-Frame = Keepalive | Begin | Message | Commit | Other
+Frame = Keepalive | Begin | Message | Commit | Relation | RowChange | Truncate | Other
 
 # The relay decodes three frames per event at tens of thousands of events per second: frames
 # are read in place by offset (no slicing copies) and times are converted only when asked.
 _KIND_AT = 1 + _XLOGDATA.size  # the pgoutput message type inside an XLogData frame
 _BODY_AT = _KIND_AT + 1
 _K, _W, _B, _C, _M = (ord(c) for c in "kwBCM")
+_ROW_ACTIONS = {ord("I"): "INSERT", ord("U"): "UPDATE", ord("D"): "DELETE"}
+_R, _T = ord("R"), ord("T")
+_INT16 = struct.Struct("!h")
+_INT32 = struct.Struct("!I")
+_COLUMN = struct.Struct("!Ii")  # type oid, typmod
+_N, _O, _KEY = ord("N"), ord("O"), ord("K")
+_NULL, _TOAST, _TEXT, _BINARY = (ord(c) for c in "nutb")
 
 
 def decode(data: bytes | memoryview) -> Frame:
@@ -121,7 +177,84 @@ def _decode_pgoutput(buf: bytes) -> Frame:
     if kind == _C:
         _flags, commit_lsn, end_lsn, when = _COMMIT.unpack_from(buf, _BODY_AT)
         return Commit(commit_lsn, end_lsn, when)
+    action = _ROW_ACTIONS.get(kind)
+    if action is not None:
+        return _decode_row(buf, action)
+    if kind == _R:
+        return _decode_relation(buf)
+    if kind == _T:
+        (count,) = _INT32.unpack_from(buf, _BODY_AT)
+        at = _BODY_AT + _INT32.size + 1  # options byte (CASCADE, RESTART IDENTITY)
+        return Truncate(struct.unpack_from(f"!{count}I", buf, at))
     return Other(chr(kind))
+
+
+def _string(buf: bytes, at: int) -> tuple[str, int]:
+    """A NUL-terminated name (server encoding; names are decoded leniently) and the next
+    offset. The relay reads names from the catalog by relid, not from here."""
+    end = buf.find(b"\0", at)
+    if end < 0:
+        raise ProtocolError("string without terminator")
+    return buf[at:end].decode("utf-8", "replace"), end + 1
+
+
+def _decode_relation(buf: bytes) -> Relation:
+    (relid,) = _INT32.unpack_from(buf, _BODY_AT)
+    namespace, at = _string(buf, _BODY_AT + _INT32.size)
+    name, at = _string(buf, at)
+    at += 1  # replica identity setting
+    (count,) = _INT16.unpack_from(buf, at)
+    at += _INT16.size
+    columns = []
+    for _ in range(count):
+        at += 1  # flags (part of the key)
+        column, at = _string(buf, at)
+        type_oid, typmod = _COLUMN.unpack_from(buf, at)
+        at += _COLUMN.size
+        columns.append(Column(column, type_oid, typmod))
+    return Relation(relid, namespace, name, tuple(columns))
+
+
+def _tuple(buf: bytes, at: int) -> tuple[Values, int]:
+    (count,) = _INT16.unpack_from(buf, at)
+    at += _INT16.size
+    values: list[Value] = []
+    for _ in range(count):
+        kind = buf[at]
+        at += 1
+        if kind in (_TEXT, _BINARY):
+            (length,) = _INT32.unpack_from(buf, at)
+            at += _INT32.size
+            value = buf[at:at + length]
+            if len(value) != length:
+                raise ProtocolError("column value shorter than its length")
+            values.append(value)
+            at += length
+        elif kind == _NULL:
+            values.append(None)
+        elif kind == _TOAST:
+            values.append(UNCHANGED)
+        else:
+            raise ProtocolError(f"unknown column kind {chr(kind)!r}")
+    return tuple(values), at
+
+
+def _decode_row(buf: bytes, action: str) -> RowChange:
+    (relid,) = _INT32.unpack_from(buf, _BODY_AT)
+    at = _BODY_AT + _INT32.size
+    old: Values | None = None
+    new: Values | None = None
+    marker = buf[at]
+    if marker in (_O, _KEY):
+        # 'K' (REPLICA IDENTITY not FULL) holds the key only, other columns NULL.
+        old, at = _tuple(buf, at + 1)
+        if action != "DELETE":
+            marker = buf[at]
+    if action != "DELETE":
+        if marker != _N:
+            raise ProtocolError(f"{action} without a new row")
+        new, at = _tuple(buf, at + 1)
+    return RowChange(action, relid, new, old)
 
 
 def protocol_time(micros: int) -> datetime:

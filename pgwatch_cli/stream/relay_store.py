@@ -1,24 +1,24 @@
-"""The relay's side of the database (an ordinary connection): which slot, the secret that tells
-real capture messages from forged ones, and the append of relayed events to the change log."""
+"""The relay's side of the database (an ordinary connection): which slot, how far the log
+goes, and the append of relayed events (``bookwatch.relay_append`` in sql/capture.sql)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
 from psycopg.rows import TupleRow
 
+from pgwatch_cli.stream import pgoutput
+from pgwatch_cli.stream.relay_events import Built
+
 Conn = psycopg.Connection[TupleRow]
 
-# The transaction-scoped advisory lock that log-mode capture takes before numbering: holding
-# it while appending keeps seq in commit order when both modes write one log.
-COMMIT_ORDER_LOCK = 7236284523806213748
 SLOT_PREFIX = "bookwatch_"
 PUBLICATION = "bookwatch_messages"
-MESSAGE_PREFIX = "bookwatch"
-# pgoutput options for START_REPLICATION: protocol 1 carries logical decoding messages when
-# asked; the publication has no tables, so rows of user tables are never decoded for us.
+# pgoutput options for START_REPLICATION: protocol 1 sends whole transactions at commit; the
+# writers' actor messages come with their rows.
 STREAM_OPTIONS = {
     "proto_version": "1",
     "publication_names": PUBLICATION,
@@ -27,19 +27,17 @@ STREAM_OPTIONS = {
 
 
 @dataclass(frozen=True)
-class Relayed:
-    """One event taken from the WAL: its channel and the event JSON after the seq value."""
+class Progress:
+    """How far the log goes: the transaction at ``commit_lsn`` is in it up to ``position``
+    changes (None: all of it), every earlier transaction wholly."""
 
-    channel: str
-    tail: str
+    commit_lsn: int
+    position: int | None
 
-
-@dataclass(frozen=True)
-class CommittedBatch:
-    """Events of one or more committed transactions, in commit order, ready to append."""
-
-    events: Sequence[Relayed]
-    last_commit_lsn: str  # pg_lsn text of the last transaction's commit record
+    def covers(self, commit_lsn: int, position: int) -> bool:
+        if commit_lsn != self.commit_lsn:
+            return commit_lsn < self.commit_lsn
+        return self.position is None or position < self.position
 
 
 def slot_name(conn: Conn) -> str:
@@ -55,78 +53,100 @@ def slot_name(conn: Conn) -> str:
 class SlotState:
     exists: bool
     active_pid: int | None
+    lost: bool = False  # invalidated: the WAL it needed is gone (max_slot_wal_keep_size)
 
 
 def slot_state(conn: Conn, slot: str) -> SlotState:
     row = conn.execute(
-        "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = %s", (slot,)
+        "SELECT active_pid, wal_status = 'lost' FROM pg_catalog.pg_replication_slots"
+        " WHERE slot_name = %s", (slot,)
     ).fetchone()
     if row is None:
         return SlotState(False, None)
-    return SlotState(True, row[0])
+    return SlotState(True, row[0], bool(row[1]))
 
 
-def secrets(conn: Conn) -> frozenset[str]:
-    """The secret(s) wal-mode capture puts before each message; readable by the owner only."""
-    rows = conn.execute("SELECT secret FROM bookwatch.wal_secret").fetchall()
-    return frozenset(str(row[0]) for row in rows)
+def replace_lost_slot(conn: Conn, slot: str, reason: str) -> None:
+    """The slot was invalidated: append one GAP event per channel saying what range of changes
+    is lost and why, then make a new slot (from now on nothing more is lost).
 
-
-def progress(conn: Conn, slot: str) -> str | None:
-    """The commit LSN of the last transaction already appended by a relay of ``slot``."""
+    The GAP goes first: a relay killed between the two finds the slot still lost and says so
+    again rather than never."""
     row = conn.execute(
-        "SELECT commit_lsn::text FROM bookwatch.relay_progress WHERE slot_name = %s", (slot,)
+        "SELECT p.commit_lsn::text, p.relayed_at FROM bookwatch.relay_progress p"
+        " WHERE p.slot_name = %s", (slot,)
     ).fetchone()
-    return None if row is None else str(row[0])
+    lost_from = {"lsn": str(row[0]), "time": row[1].isoformat()} if row else None
+    with conn.transaction():
+        conn.execute("SELECT bookwatch.commit_order_lock()")
+        conn.execute(
+            """
+            WITH channels AS (SELECT DISTINCT channel FROM bookwatch.captured_table),
+            appended AS (
+                INSERT INTO bookwatch.change_log (seq, channel, payload)
+                SELECT s.seq, s.channel, json_build_object(
+                           'v', 1, 'seq', s.seq, 'action', 'GAP', 'reason', %(reason)s::text,
+                           'lost_from', %(lost_from)s::json,
+                           'lost_to', json_build_object(
+                               'lsn', pg_catalog.pg_current_wal_lsn()::text,
+                               'time', pg_catalog.now()),
+                           'timestamp', pg_catalog.now())::text
+                  FROM (SELECT nextval('bookwatch.change_seq') AS seq, channel
+                          FROM channels) AS s
+                RETURNING seq, channel
+            )
+            SELECT pg_catalog.pg_notify(channel, seq::text) FROM appended
+            """,
+            {"reason": reason, "lost_from": None if lost_from is None else json.dumps(lost_from)},
+        )
+    conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", (slot,))
+    conn.execute("SELECT pg_catalog.pg_create_logical_replication_slot(%s, 'pgoutput')",
+                 (slot,))
 
 
-# One statement, so one transaction and one round trip on the autocommit connection: the
-# commit-order lock, then numbers drawn under it (above every seq already committed; nobody else
-# can commit one until this statement's transaction ends) handed out in ascending order to the
-# events in commit order, the progress, and one wake-up per channel carrying its newest seq.
-# nextval runs in the projection of a join with the lock's row, so never before the lock.
-# The arrays go in binary (%b): as text, every quote of the event JSON would be escaped.
-_APPEND = """
-WITH locked AS (
-    SELECT pg_catalog.pg_advisory_xact_lock(%(lock)s)
-), drawn AS (
-    SELECT seq, row_number() OVER (ORDER BY seq) AS o
-      FROM (SELECT nextval('bookwatch.change_seq') AS seq
-              FROM locked, generate_series(1, %(n)s)) AS d
-), appended AS (
-    INSERT INTO bookwatch.change_log (seq, channel, payload)
-    SELECT drawn.seq, e.channel, '{"v":1,"seq":' || drawn.seq || e.tail
-      FROM unnest(%(channels)b::text[], %(tails)b::text[]) WITH ORDINALITY AS e(channel, tail, o)
-      JOIN drawn USING (o)
-    RETURNING seq, channel
-), progress AS (
-    INSERT INTO bookwatch.relay_progress AS p (slot_name, commit_lsn, relayed_at)
-    VALUES (%(slot)s, %(lsn)s::pg_lsn, now())
-    ON CONFLICT (slot_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, relayed_at = now()
-)
-SELECT max(seq), pg_catalog.pg_notify(channel, max(seq)::text) FROM appended GROUP BY channel
-"""
-_PROGRESS = """
-INSERT INTO bookwatch.relay_progress AS p (slot_name, commit_lsn, relayed_at)
-VALUES (%(slot)s, %(lsn)s::pg_lsn, now())
-ON CONFLICT (slot_name) DO UPDATE SET commit_lsn = excluded.commit_lsn, relayed_at = now()
-"""
+def progress(conn: Conn, slot: str) -> Progress:
+    row = conn.execute(
+        "SELECT commit_lsn::text, position FROM bookwatch.relay_progress WHERE slot_name = %s",
+        (slot,),
+    ).fetchone()
+    if row is None:
+        return Progress(0, None)
+    return Progress(pgoutput.parse_lsn(str(row[0])), None if row[1] is None else int(row[1]))
 
 
-def append(conn: Conn, slot: str, batch: CommittedBatch) -> int | None:
-    """Append ``batch`` to the change log, numbered in order, record the progress and wake the
-    listeners of each channel once, in one statement (``conn`` is in autocommit mode, so that
-    is one transaction); returns the newest seq (None when the batch had no events)."""
+def append(conn: Conn, slot: str, events: Sequence[Built], reached: Progress) -> int | None:
+    """Append ``events`` (in commit order) and record ``reached`` in one transaction, skipping
+    whatever another relay appended meanwhile; returns the newest seq (None: none appended).
+    """
     assert conn.autocommit, "the append must be its own transaction"
-    params = {"slot": slot, "lsn": batch.last_commit_lsn}
-    if not batch.events:
-        conn.execute(_PROGRESS, params)
-        return None
-    rows = conn.execute(_APPEND, {
-        **params,
-        "lock": COMMIT_ORDER_LOCK,
-        "n": len(batch.events),
-        "channels": [event.channel for event in batch.events],
-        "tails": [event.tail for event in batch.events],
-    }).fetchall()
-    return max(int(row[0]) for row in rows)
+    # The event arrays go in binary (as text every quote of the JSON would be escaped); an
+    # empty list has no element type to send in binary.
+    arrays = "%b::pg_lsn[], %b::int8[], %b::text[], %b::text[]" if events else (
+        "%s::pg_lsn[], %s::int8[], %s::text[], %s::text[]")
+    row = conn.execute(
+        f"SELECT bookwatch.relay_append(%s, {arrays}, %s::pg_lsn, %s::int8)",
+        (
+            slot,
+            [pgoutput.format_lsn(e.commit_lsn) for e in events],
+            [e.position for e in events],
+            [e.channel for e in events],
+            [e.tail for e in events],
+            pgoutput.format_lsn(reached.commit_lsn),
+            reached.position,
+        ),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def server_encoding(conn: Conn) -> str:
+    """Make ``conn`` speak the server's encoding (the WAL's text is in it) and return the
+    Python codec for it; SQL_ASCII databases have no defined encoding and are refused."""
+    row = conn.execute("SELECT current_setting('server_encoding')").fetchone()
+    assert row is not None
+    if str(row[0]).upper() == "SQL_ASCII":
+        raise psycopg.NotSupportedError(
+            "wal mode cannot decode a SQL_ASCII database (its text has no defined encoding); "
+            "use --mode log")
+    conn.execute("SELECT set_config('client_encoding', current_setting('server_encoding'),"
+                 " false)")
+    return conn.info.encoding
