@@ -42,11 +42,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pgwatch_cli.stream.events import ChangeEvent
 from pgwatch_cli.stream.listener import ChangeStream
-from pgwatch_cli.stream.relay_store import COMMIT_ORDER_LOCK
 from tests.relay_helpers import EMIT_SQL, TAIL_SQL, install_wal
 
 LOG_SQL = (
-    "WITH l AS (SELECT pg_advisory_xact_lock(%(lock)s)),"
+    "WITH l AS (SELECT bookwatch.commit_order_lock()),"
     " s AS (SELECT nextval('bookwatch.change_seq') AS seq FROM l)"
     " INSERT INTO bookwatch.change_log (seq, channel, payload)"
     " SELECT seq, %(channel)s, '{\"v\":1,\"seq\":' || seq || " + TAIL_SQL + " FROM s"
@@ -59,7 +58,7 @@ DIFF = json.dumps({"gesamtpreis": [1352.0, 1400.0], "updated_at": ["2026-11-28T0
 def _writer(dsn: str, mode: str, channel: str, rate: float, seconds: float,
             counter: Any) -> None:
     """Commit one event per transaction; paced to ``rate``/s (0: flat out)."""
-    params = {"id": 0, "diff": DIFF, "channel": channel, "lock": COMMIT_ORDER_LOCK}
+    params = {"id": 0, "diff": DIFF, "channel": channel}
     written = 0
     with psycopg.connect(dsn) as conn:
         start = time.monotonic()

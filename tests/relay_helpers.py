@@ -25,6 +25,16 @@ CREATE TABLE bookwatch.relay_progress (
     slot_name text PRIMARY KEY, commit_lsn pg_lsn NOT NULL,
     relayed_at timestamptz NOT NULL DEFAULT now()
 );
+-- As sql/capture.sql installs it: the relay takes it around every append.
+CREATE FUNCTION bookwatch.commit_order_lock() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM FROM bookwatch.meta WHERE key = 'log_id' FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'bookwatch: the change log has no identity row';
+    END IF;
+END
+$$;
 """
 
 # The event JSON after the seq value, as the capture function builds it.

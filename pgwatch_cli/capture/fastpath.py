@@ -31,7 +31,8 @@ NAME_PREFIX = "capture_wal_"
 _COMMENT_PREFIX = "bookwatch wal capture compiled for columns "
 _GENERIC = re.compile(
     r"CREATE OR REPLACE FUNCTION bookwatch\.capture\(\) RETURNS trigger\s+"
-    r"LANGUAGE plpgsql AS \$capture\$\s*DECLARE\n(?P<declare>.*?)\nBEGIN\n(?P<body>.*?)\n"
+    r"LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS \$capture\$\s*"
+    r"DECLARE\n(?P<declare>.*?)\nBEGIN\n(?P<body>.*?)\n"
     r"END\n\$capture\$;",
     re.DOTALL,
 )
@@ -99,7 +100,9 @@ def create_statements(fast: FastPath, config: TriggerConfig) -> list[sql.Compose
         "BEGIN\n" + _prelude(fast, config) + generic.group("body") + "\nEND\n"
     )
     return [
-        sql.SQL("CREATE OR REPLACE FUNCTION {} RETURNS trigger LANGUAGE plpgsql AS {}").format(
+        # Pinned like the generic function: it runs with the writer's search_path otherwise.
+        sql.SQL("CREATE OR REPLACE FUNCTION {} RETURNS trigger LANGUAGE plpgsql"
+                " SET search_path = pg_catalog, pg_temp AS {}").format(
             function, sql.Literal(source)
         ),
         sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC").format(function),

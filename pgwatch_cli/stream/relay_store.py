@@ -11,9 +11,6 @@ from psycopg.rows import TupleRow
 
 Conn = psycopg.Connection[TupleRow]
 
-# The transaction-scoped advisory lock that log-mode capture takes before numbering: holding
-# it while appending keeps seq in commit order when both modes write one log.
-COMMIT_ORDER_LOCK = 7236284523806213748
 SLOT_PREFIX = "bookwatch_"
 PUBLICATION = "bookwatch_messages"
 MESSAGE_PREFIX = "bookwatch"
@@ -88,7 +85,9 @@ def progress(conn: Conn, slot: str) -> str | None:
 # The arrays go in binary (%b): as text, every quote of the event JSON would be escaped.
 _APPEND = """
 WITH locked AS (
-    SELECT pg_catalog.pg_advisory_xact_lock(%(lock)s)
+    -- The lock log-mode capture takes before numbering (a row lock only the owner can take):
+    -- holding it while appending keeps seq in commit order when both modes write one log.
+    SELECT bookwatch.commit_order_lock()
 ), drawn AS (
     SELECT seq, row_number() OVER (ORDER BY seq) AS o
       FROM (SELECT nextval('bookwatch.change_seq') AS seq
@@ -124,7 +123,6 @@ def append(conn: Conn, slot: str, batch: CommittedBatch) -> int | None:
         return None
     rows = conn.execute(_APPEND, {
         **params,
-        "lock": COMMIT_ORDER_LOCK,
         "n": len(batch.events),
         "channels": [event.channel for event in batch.events],
         "tails": [event.tail for event in batch.events],
