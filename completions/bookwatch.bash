@@ -126,7 +126,7 @@ _bookwatch() {
             ;;
         tail)
             case "$prev" in
-                --action|-a) _bookwatch_reply -W "DELETE INSERT UPDATE"; return ;;
+                --action|-a) _bookwatch_reply -W "DELETE INSERT TRUNCATE UPDATE"; return ;;
                 --actor|--channel|--count|--dsn|--id|--since|--table|--timeout|-t) COMPREPLY=(); return ;;
             esac
             if [[ $cur == -* ]]; then

@@ -118,14 +118,14 @@ complete -c bookwatch -n '__fish_seen_subcommand_from status' -l help -s h -d 'S
 complete -c bookwatch -n '__fish_seen_subcommand_from status' -l json -d 'Print one JSON object.'
 
 # tail
-complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l action -s a -x -a 'DELETE INSERT UPDATE' -d 'Only this action (repeatable): INSERT, UPDATE or DELETE.'
+complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l action -s a -x -a 'DELETE INSERT TRUNCATE UPDATE' -d 'Only this action (repeatable): INSERT, UPDATE, DELETE or TRUNCATE.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l actor -x -d 'Only changes made by this actor (repeatable).'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l channel -x -d 'NOTIFY channel the events are sent on.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l count -x -d 'Exit after this many matching events.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l dsn -x -d 'PostgreSQL connection string (URI or key=value). Default: $BOOKWATCH_DSN, $DATABASE_URL, the libpq environment (PGHOST…), else the embedded server. Prefer the environment variables: a --dsn value is visible to other users in ps.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l help -s h -d 'Show this message and exit.'
-complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l id -x -d 'Only the row with this primary key (repeatable).'
+complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l id -x -d 'Only the row with this primary key (repeatable). A composite key: COLUMN=VALUE,COLUMN=VALUE in any order, or the values comma-separated in the key\'s declared column order (--id room=12,night=2027-01-05 or --id 12,2027-01-05).'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l json -d 'One JSON event per line (default when piped).'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l no-relay -d 'Never relay the WAL from this process (wal mode: another process, e.g. bookwatch relay, must run the relay).'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l since -x -d 'First replay logged events with seq > SEQ.'

@@ -512,15 +512,20 @@ def tail(
     action: Annotated[
         list[str] | None,
         typer.Option(
-            "--action", "-a", help="Only this action (repeatable): INSERT, UPDATE or DELETE.",
+            "--action", "-a",
+            help="Only this action (repeatable): INSERT, UPDATE, DELETE or TRUNCATE.",
             callback=_action_names, autocompletion=_action_choices, metavar="ACTION",
             show_default=False,
         ),
     ] = None,
     row_id: Annotated[
         list[str] | None,
-        typer.Option("--id", help="Only the row with this primary key (repeatable).",
-                     metavar="ID", show_default=False),
+        typer.Option(
+            "--id", metavar="ID", show_default=False,
+            help="Only the row with this primary key (repeatable). A composite key: "
+            "COLUMN=VALUE,COLUMN=VALUE in any order, or the values comma-separated in the "
+            "key's declared column order (--id room=12,night=2027-01-05 or --id 12,2027-01-05).",
+        ),
     ] = None,
     actor: Annotated[
         list[str] | None,

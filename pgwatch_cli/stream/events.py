@@ -11,8 +11,8 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 Action = Literal["INSERT", "UPDATE", "DELETE", "TRUNCATE"]
-# The actions ``tail --action`` filters on (SPEC); TRUNCATE events are accepted but not listed.
-ACTIONS: tuple[Action, ...] = ("INSERT", "UPDATE", "DELETE")
+# The actions ``tail --action`` and serve's ``action`` filter on.
+ACTIONS: tuple[Action, ...] = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 JsonValue = Any
 
 
