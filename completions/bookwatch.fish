@@ -71,10 +71,11 @@ complete -c bookwatch -n '__fish_seen_subcommand_from relay' -l embedded -d 'Use
 complete -c bookwatch -n '__fish_seen_subcommand_from relay' -l help -s h -d 'Show this message and exit.'
 
 # remove-triggers
-complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l drop-log -d 'Also drop schema bookwatch with the change log.'
+complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l drop-log -d 'Also drop schema bookwatch with the change log (and role bookwatch_reader when no other database of the cluster uses it).'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l dry-run -d 'Say what would change and print the SQL that would run; change nothing.'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l dsn -x -d 'PostgreSQL connection string (URI or key=value). Default: $BOOKWATCH_DSN, $DATABASE_URL, the libpq environment (PGHOST…), else the embedded server. Prefer the environment variables: a --dsn value is visible to other users in ps.'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
+complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l force -d 'Remove even when events still wait in the relay slot (they are lost).'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l help -s h -d 'Show this message and exit.'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l schema -x -d 'Schema for table names given without one.'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l table -s t -x -d 'Remove only this table\'s trigger (repeatable; default: every table\'s); NAME or SCHEMA.NAME.'

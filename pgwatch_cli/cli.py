@@ -314,7 +314,14 @@ def remove_triggers(
     ] = None,
     schema: SchemaOption = "public",
     drop_log: Annotated[
-        bool, typer.Option("--drop-log", help="Also drop schema bookwatch with the change log.")
+        bool, typer.Option(
+            "--drop-log", help="Also drop schema bookwatch with the change log (and role "
+            "bookwatch_reader when no other database of the cluster uses it).")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(
+            "--force", help="Remove even when events still wait in the relay slot (they are "
+            "lost).")
     ] = False,
     dry_run: DryRunOption = False,
     dsn: DsnOption = None,
@@ -327,7 +334,9 @@ def remove_triggers(
     tables = _tables(table, schema, ()) if table else None
     with db.connect(database(dsn, embedded)) as conn:
         plan = triggers.run(
-            conn, lambda: triggers.plan_remove(conn, tables, drop_log=drop_log), dry_run=dry_run
+            conn, lambda: triggers.plan_remove(
+                conn, tables, drop_log=drop_log, force=force, dry_run=dry_run),
+            dry_run=dry_run,
         )
         if not plan.actions:
             note("no bookwatch triggers installed; nothing to do")

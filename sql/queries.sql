@@ -130,3 +130,30 @@ SELECT min(seq) FROM bookwatch.change_log WHERE channel = %(channel)s;
 
 -- name: log_newest_seq
 SELECT coalesce(max(seq), 0) FROM bookwatch.change_log WHERE channel = %(channel)s;
+
+-- name: reader_role_users
+-- Databases where role bookwatch_reader holds grants or owns something, leaving out what
+-- --drop-log is about to drop here (schema bookwatch and its objects). Roles are cluster-wide;
+-- pg_shdepend is the one catalog that sees every database's dependencies on them.
+SELECT d.datname::text
+  FROM pg_catalog.pg_shdepend s
+  JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid AND r.rolname = 'bookwatch_reader'
+  JOIN pg_catalog.pg_database d ON d.oid = s.dbid
+ WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+   AND NOT (d.datname = pg_catalog.current_database() AND (
+            (s.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+             AND s.objid = 'bookwatch'::pg_catalog.regnamespace)
+         OR (s.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+             AND s.objid IN (SELECT c.oid FROM pg_catalog.pg_class c
+                              WHERE c.relnamespace = 'bookwatch'::pg_catalog.regnamespace))
+         OR (s.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+             AND s.objid IN (SELECT p.oid FROM pg_catalog.pg_proc p
+                              WHERE p.pronamespace = 'bookwatch'::pg_catalog.regnamespace))))
+ GROUP BY d.datname
+ ORDER BY 1;
+
+-- name: may_drop_roles
+SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bookwatch_reader'),
+       r.rolsuper OR r.rolcreaterole
+  FROM pg_catalog.pg_roles r
+ WHERE r.rolname = current_user;

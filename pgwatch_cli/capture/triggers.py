@@ -344,8 +344,11 @@ def _create_triggers(
 
 
 def plan_remove(
-    conn: psycopg.Connection[Any], tables: Sequence[TableRef] | None, *, drop_log: bool
+    conn: psycopg.Connection[Any], tables: Sequence[TableRef] | None, *, drop_log: bool,
+    force: bool = False, dry_run: bool = False,
 ) -> Plan:
+    """What ``remove-triggers`` does. Refused (UsageProblem) when it would drop the relay slot
+    with events still waiting in it, unless ``force`` (a dry run says it would be refused)."""
     current = installed_triggers(conn)
     chosen = [t for t in current if tables is None or t.table in tables]
     plan = Plan()
@@ -371,17 +374,47 @@ def plan_remove(
             plan.statements.append(sql.SQL("DROP SCHEMA bookwatch CASCADE"))
             plan.change("schema bookwatch (change log included): dropped",
                         "schema bookwatch (change log included): would be dropped")
+            _plan_reader_role_drop(conn, plan)
     elif not remaining and _capture_function_exists(conn):
         plan.statements.append(sql.SQL("DROP FUNCTION IF EXISTS bookwatch.capture()"))
         plan.change("capture function: dropped (no trigger uses it); change log kept",
                     "capture function: would be dropped (no trigger uses it); change log kept")
     if drop_log or all(t.config.mode is not Mode.WAL for t in remaining):
         _plan_relay_slot_drop(conn, plan, because="--drop-log" if drop_log
-                              else "no table is captured in wal mode any more")
+                              else "no table is captured in wal mode any more", force=force,
+                              dry_run=dry_run)
     return plan
 
 
-def _plan_relay_slot_drop(conn: psycopg.Connection[Any], plan: Plan, *, because: str) -> None:
+def _plan_reader_role_drop(conn: psycopg.Connection[Any], plan: Plan) -> None:
+    """Role bookwatch_reader is cluster-wide: dropped with the last log that uses it."""
+    row = conn.execute(sqlfiles.query("may_drop_roles")).fetchone()
+    if row is None or not row[0]:
+        return
+    drop = "DROP ROLE bookwatch_reader;"
+    users = [str(r[0]) for r in conn.execute(sqlfiles.query("reader_role_users")).fetchall()]
+    if users:
+        plan.note(f"role bookwatch_reader kept: database{'s' if len(users) > 1 else ''} "
+                  f"{', '.join(users)} still use{'' if len(users) > 1 else 's'} it (roles are "
+                  f"cluster-wide); once none does: {drop}")
+    elif not row[1]:
+        plan.note(f"role bookwatch_reader kept: dropping a role needs CREATEROLE; a superuser "
+                  f"can run: {drop}")
+    else:
+        # After the schema: its grants to the role go with it. An install in another database
+        # may grant to the role meanwhile: then the role stays and the removal still succeeds.
+        plan.statements.append(sql.SQL(
+            "DO $drop$ BEGIN DROP ROLE bookwatch_reader; EXCEPTION WHEN"
+            " dependent_objects_still_exist OR undefined_object THEN NULL; END $drop$"))
+        plan.change("role bookwatch_reader: dropped (no database of the cluster uses it)",
+                    "role bookwatch_reader: would be dropped (no database of the cluster "
+                    "uses it)")
+
+
+def _plan_relay_slot_drop(
+    conn: psycopg.Connection[Any], plan: Plan, *, because: str, force: bool = True,
+    dry_run: bool = False,
+) -> None:
     publication = slot.publication_name(conn)
     if slot.publication_exists(conn, publication):
         plan.statements.append(slot.drop_publication_statement(publication))
@@ -389,6 +422,17 @@ def _plan_relay_slot_drop(conn: psycopg.Connection[Any], plan: Plan, *, because:
     if slot.slot_exists(conn, name):
         plan.drop_slot = name
         waiting = slot.waiting_events(conn, name)
+        if waiting and not force and dry_run:
+            plan.note(f"relay slot {name}: holds {waiting} events not yet relayed; without "
+                      "--force, remove-triggers refuses to drop them")
+        elif waiting and not force:
+            raise UsageProblem(
+                f"The relay slot {name} still holds {waiting} event"
+                f"{'s' if waiting != 1 else ''} not yet relayed to the change log; removing "
+                f"it ({because}) would lose {'them' if waiting != 1 else 'it'}.",
+                hint="Let them be relayed first (bookwatch relay, or any tail or serve, until "
+                "status shows none waiting), or add --force to drop them; nothing was changed.",
+            )
         lost = f"; {waiting} events not yet relayed go with it" if waiting else ""
         plan.change(f"relay slot {name}: dropped ({because}){lost}",
                     f"relay slot {name}: would be dropped ({because}){lost}")
