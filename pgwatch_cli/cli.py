@@ -370,6 +370,7 @@ def status(
 def _print_status(current: capture_status.Status) -> None:
     from rich.table import Table
 
+    from pgwatch_cli.capture import status as capture_status
     from pgwatch_cli.console import literal, stdout
 
     if not current.triggers:
@@ -412,8 +413,13 @@ def _print_status(current: capture_status.Status) -> None:
             waiting = (f"{relay.events_waiting} events waiting ({relay.events_waiting_method})"
                        if relay.events_waiting is not None
                        else f"{relay.unconfirmed_wal_bytes} bytes of WAL not yet confirmed")
-            stdout.print(f"Relay slot {relay.slot}: {who}; retains {relay.retained_wal_bytes} "
-                         f"bytes of WAL; {waiting}")
+            if relay.wal_status == "lost":
+                who += ", invalidated (lost)"
+            retained = capture_status.human_bytes(relay.retained_wal_bytes or 0)
+            stdout.print(f"Relay slot {relay.slot}: {who}; retains {retained} of WAL; {waiting}")
+    if current.last_gap is not None:
+        stdout.print(f"Last GAP: {literal(current.last_gap.description)}, logged "
+                     f"{current.last_gap.logged_at}")
     stdout.print(f"Notification queue usage: {current.queue_usage:.1%}")
 
 

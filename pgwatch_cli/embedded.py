@@ -33,7 +33,9 @@ from pgwatch_cli.errors import EmbeddedServerFailed
 
 _DATA_DIR_NAME = "pgdata"
 _HANDLES_FILE = ".handle_pids.json"
-SERVER_SETTINGS = ("wal_level=logical",)
+# A cap on what the relay's slot may keep while no relay runs: the embedded server's data lives
+# in the user's home directory, which must not fill up because nobody tailed for a while.
+SERVER_SETTINGS = ("wal_level=logical", "max_slot_wal_keep_size=1GB")
 
 
 def data_dir(home: Path) -> Path:

@@ -1,8 +1,10 @@
 -- Named queries used by bookwatch. Each block starts with "-- name: <query_name>".
 
 -- name: find_table
--- The table named exactly (no case folding, no search_path), if it is a table.
-SELECT c.oid::bigint, c.relkind::text
+-- The table named exactly (no case folding, no search_path), if it is a table; for a partition,
+-- the partitioned table at its root.
+SELECT c.oid::bigint, c.relkind::text,
+       CASE WHEN c.relispartition THEN pg_catalog.pg_partition_root(c.oid)::regclass::text END
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = %(schema)s AND c.relname = %(table)s;
@@ -94,9 +96,32 @@ SELECT bookwatch.commit_order_lock();
 -- name: slot_state
 SELECT active, active_pid,
        pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)::bigint,
-       pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+       pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
+       wal_status
   FROM pg_catalog.pg_replication_slots
  WHERE slot_name = %(slot)s;
+
+-- name: last_relayed
+-- Seconds since a relay of the slot last recorded progress (appended); no row: never.
+SELECT extract(epoch FROM pg_catalog.now() - relayed_at)::float8
+  FROM bookwatch.relay_progress
+ WHERE slot_name = %(slot)s;
+
+-- name: slot_wal_keep_size
+-- The cap on WAL a slot may hold, in bytes; -1: unlimited (the default).
+SELECT CASE WHEN setting = '-1' THEN -1
+            ELSE setting::bigint * 1024 * 1024 END
+  FROM pg_catalog.pg_settings
+ WHERE name = 'max_slot_wal_keep_size';
+
+-- name: last_gap
+-- The newest GAP marker among the newest rows of the log (the primary key bounds the scan).
+SELECT seq, payload, logged_at::text
+  FROM bookwatch.change_log
+ WHERE seq > (SELECT coalesce(pg_catalog.max(seq), 0) - 100000 FROM bookwatch.change_log)
+   AND payload LIKE '%%"action":"GAP"%%'
+ ORDER BY seq DESC
+ LIMIT 1;
 
 -- name: slot_waiting_events
 -- Events in the slot not yet relayed, counted by decoding without consuming (only possible

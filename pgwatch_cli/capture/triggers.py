@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgwatch_cli.capture import fastpath, migrations, modes, slot, sqlfiles
+from pgwatch_cli.capture import fastpath, migrations, modes, slot, slot_limits, sqlfiles
 from pgwatch_cli.capture import retention as durations
 from pgwatch_cli.capture.config import Mode, TriggerConfig
 from pgwatch_cli.capture.tables import TableRef
@@ -121,11 +121,14 @@ def installed_triggers(conn: psycopg.Connection[Any]) -> list[InstalledTrigger]:
     return found
 
 
-def _lookup(conn: psycopg.Connection[Any], table: TableRef) -> tuple[int, str] | None:
+def _lookup(
+    conn: psycopg.Connection[Any], table: TableRef
+) -> tuple[int, str, str | None] | None:
+    """The table's oid, relkind and, for a partition, its root partitioned table."""
     row = conn.execute(
         sqlfiles.query("find_table"), {"schema": table.schema, "table": table.name}
     ).fetchone()
-    return (int(row[0]), str(row[1])) if row else None
+    return (int(row[0]), str(row[1]), row[2]) if row else None
 
 
 def _config_for(
@@ -137,9 +140,15 @@ def _config_for(
     found = _lookup(conn, table)
     if found is None:
         return None
-    oid, kind = found
+    oid, kind, root = found
     if kind not in ("r", "p"):
         raise UnsupportedTable(f"{table} is not a table (it cannot carry row triggers).")
+    if root is not None:
+        raise UnsupportedTable(
+            f"{table} is a partition of {root}; bookwatch captures a partitioned table as a "
+            "whole (its events are named by the root table).",
+            hint=f"Install on the root instead: -t {root}",
+        )
     key = tuple(row[0] for row in conn.execute(
         sqlfiles.query("primary_key_columns"), {"oid": oid}))
     if not key:
@@ -200,6 +209,12 @@ def plan_install(
     plan = Plan()
     if mode == "auto":
         plan.note(f"capture mode: {reason}")
+        if chosen is Mode.LOG:
+            plan.note("log mode: every writer's commit appends to the change log under one "
+                      "lock, so commits queue there under load; see the README section "
+                      "\"Capture modes\"")
+    if chosen is Mode.WAL and slot_limits.wal_keep_size(conn) == -1:
+        plan.note(f"warning: {slot_limits.keep_size_warning()}")
     upgrade, upgrade_actions = migrations.plan(conn)
     plan.statements.extend(upgrade)
     for action in upgrade_actions:
