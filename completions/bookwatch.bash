@@ -88,7 +88,7 @@ _bookwatch() {
                 --dsn|--schema|--table|-t) COMPREPLY=(); return ;;
             esac
             if [[ $cur == -* ]]; then
-                _bookwatch_reply -W "--drop-log --dry-run --dsn --embedded --help --schema --table -h -t"
+                _bookwatch_reply -W "--drop-log --dry-run --dsn --embedded --force --help --schema --table -h -t"
             else
                 COMPREPLY=()
             fi
@@ -126,7 +126,7 @@ _bookwatch() {
             ;;
         tail)
             case "$prev" in
-                --action|-a) _bookwatch_reply -W "DELETE INSERT UPDATE"; return ;;
+                --action|-a) _bookwatch_reply -W "DELETE INSERT TRUNCATE UPDATE"; return ;;
                 --actor|--channel|--count|--dsn|--id|--since|--table|--timeout|-t) COMPREPLY=(); return ;;
             esac
             if [[ $cur == -* ]]; then

@@ -71,10 +71,11 @@ complete -c bookwatch -n '__fish_seen_subcommand_from relay' -l embedded -d 'Use
 complete -c bookwatch -n '__fish_seen_subcommand_from relay' -l help -s h -d 'Show this message and exit.'
 
 # remove-triggers
-complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l drop-log -d 'Also drop schema bookwatch with the change log.'
+complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l drop-log -d 'Also drop schema bookwatch with the change log (and role bookwatch_reader when no other database of the cluster uses it).'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l dry-run -d 'Say what would change and print the SQL that would run; change nothing.'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l dsn -x -d 'PostgreSQL connection string (URI or key=value). Default: $BOOKWATCH_DSN, $DATABASE_URL, the libpq environment (PGHOST…), else the embedded server. Prefer the environment variables: a --dsn value is visible to other users in ps.'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
+complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l force -d 'Remove even when events still wait in the relay slot (they are lost).'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l help -s h -d 'Show this message and exit.'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l schema -x -d 'Schema for table names given without one.'
 complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l table -s t -x -d 'Remove only this table\'s trigger (repeatable; default: every table\'s); NAME or SCHEMA.NAME.'
@@ -118,14 +119,14 @@ complete -c bookwatch -n '__fish_seen_subcommand_from status' -l help -s h -d 'S
 complete -c bookwatch -n '__fish_seen_subcommand_from status' -l json -d 'Print one JSON object.'
 
 # tail
-complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l action -s a -x -a 'DELETE INSERT UPDATE' -d 'Only this action (repeatable): INSERT, UPDATE or DELETE.'
+complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l action -s a -x -a 'DELETE INSERT TRUNCATE UPDATE' -d 'Only this action (repeatable): INSERT, UPDATE, DELETE or TRUNCATE.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l actor -x -d 'Only changes made by this actor (repeatable).'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l channel -x -d 'NOTIFY channel the events are sent on.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l count -x -d 'Exit after this many matching events.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l dsn -x -d 'PostgreSQL connection string (URI or key=value). Default: $BOOKWATCH_DSN, $DATABASE_URL, the libpq environment (PGHOST…), else the embedded server. Prefer the environment variables: a --dsn value is visible to other users in ps.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l embedded -d 'Use the embedded PostgreSQL even if a DSN is set.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l help -s h -d 'Show this message and exit.'
-complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l id -x -d 'Only the row with this primary key (repeatable).'
+complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l id -x -d 'Only the row with this primary key (repeatable). A composite key: COLUMN=VALUE,COLUMN=VALUE in any order, or the values comma-separated in the key\'s declared column order (--id room=12,night=2027-01-05 or --id 12,2027-01-05).'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l json -d 'One JSON event per line (default when piped).'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l no-relay -d 'Never relay the WAL from this process (wal mode: another process, e.g. bookwatch relay, must run the relay).'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l since -x -d 'First replay logged events with seq > SEQ.'

@@ -314,7 +314,14 @@ def remove_triggers(
     ] = None,
     schema: SchemaOption = "public",
     drop_log: Annotated[
-        bool, typer.Option("--drop-log", help="Also drop schema bookwatch with the change log.")
+        bool, typer.Option(
+            "--drop-log", help="Also drop schema bookwatch with the change log (and role "
+            "bookwatch_reader when no other database of the cluster uses it).")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(
+            "--force", help="Remove even when events still wait in the relay slot (they are "
+            "lost).")
     ] = False,
     dry_run: DryRunOption = False,
     dsn: DsnOption = None,
@@ -327,7 +334,9 @@ def remove_triggers(
     tables = _tables(table, schema, ()) if table else None
     with db.connect(database(dsn, embedded)) as conn:
         plan = triggers.run(
-            conn, lambda: triggers.plan_remove(conn, tables, drop_log=drop_log), dry_run=dry_run
+            conn, lambda: triggers.plan_remove(
+                conn, tables, drop_log=drop_log, force=force, dry_run=dry_run),
+            dry_run=dry_run,
         )
         if not plan.actions:
             note("no bookwatch triggers installed; nothing to do")
@@ -361,6 +370,7 @@ def status(
 def _print_status(current: capture_status.Status) -> None:
     from rich.table import Table
 
+    from pgwatch_cli.capture import status as capture_status
     from pgwatch_cli.console import literal, stdout
 
     if not current.triggers:
@@ -403,8 +413,13 @@ def _print_status(current: capture_status.Status) -> None:
             waiting = (f"{relay.events_waiting} events waiting ({relay.events_waiting_method})"
                        if relay.events_waiting is not None
                        else f"{relay.unconfirmed_wal_bytes} bytes of WAL not yet confirmed")
-            stdout.print(f"Relay slot {relay.slot}: {who}; retains {relay.retained_wal_bytes} "
-                         f"bytes of WAL; {waiting}")
+            if relay.wal_status == "lost":
+                who += ", invalidated (lost)"
+            retained = capture_status.human_bytes(relay.retained_wal_bytes or 0)
+            stdout.print(f"Relay slot {relay.slot}: {who}; retains {retained} of WAL; {waiting}")
+    if current.last_gap is not None:
+        stdout.print(f"Last GAP: {literal(current.last_gap.description)}, logged "
+                     f"{current.last_gap.logged_at}")
     stdout.print(f"Notification queue usage: {current.queue_usage:.1%}")
 
 
@@ -512,15 +527,20 @@ def tail(
     action: Annotated[
         list[str] | None,
         typer.Option(
-            "--action", "-a", help="Only this action (repeatable): INSERT, UPDATE or DELETE.",
+            "--action", "-a",
+            help="Only this action (repeatable): INSERT, UPDATE, DELETE or TRUNCATE.",
             callback=_action_names, autocompletion=_action_choices, metavar="ACTION",
             show_default=False,
         ),
     ] = None,
     row_id: Annotated[
         list[str] | None,
-        typer.Option("--id", help="Only the row with this primary key (repeatable).",
-                     metavar="ID", show_default=False),
+        typer.Option(
+            "--id", metavar="ID", show_default=False,
+            help="Only the row with this primary key (repeatable). A composite key: "
+            "COLUMN=VALUE,COLUMN=VALUE in any order, or the values comma-separated in the "
+            "key's declared column order (--id room=12,night=2027-01-05 or --id 12,2027-01-05).",
+        ),
     ] = None,
     actor: Annotated[
         list[str] | None,

@@ -18,10 +18,14 @@ if TYPE_CHECKING:
 
 _debug = False
 
-# C0 controls, DEL, C1 controls, and the bidi overrides/isolates ("Trojan Source").
+# Invisible characters that make one name look like another ("Anna\u200b" shows as "Anna"):
+# zero-width spaces and joiners, the bidi marks, word joiner and invisible operators, BOM.
+INVISIBLE = (0x061C, *range(0x200B, 0x2010), *range(0x2060, 0x2065), 0xFEFF)
+# C0 controls, DEL, C1 controls, the bidi overrides/isolates ("Trojan Source"), the invisibles.
 _CONTROL = {
     **{code: f"\\x{code:02x}" for code in (*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0))},
-    **{code: f"\\u{code:04x}" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))},
+    **{code: f"\\u{code:04x}"
+       for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), *INVISIBLE)},
 }
 
 

@@ -31,8 +31,20 @@ $role$;
 
 -- The lock that orders log appends by commit: log-mode writers and the WAL relay both take it
 -- until their commit, so seq follows commit order even with both modes in one database.
+-- It is a row lock on the log's identity row: locking a row needs UPDATE on bookwatch.meta,
+-- which only the owner (and its SECURITY DEFINER append) has. An advisory key would be public:
+-- any role with LOGIN could take it and stall every writer's commit.
 CREATE OR REPLACE FUNCTION bookwatch.commit_order_lock() RETURNS void
-LANGUAGE sql AS $$ SELECT pg_catalog.pg_advisory_xact_lock(7236284523806213748) $$;
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM FROM bookwatch.meta WHERE key = 'log_id' FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'bookwatch: the change log has no identity row (bookwatch.meta log_id)'
+            USING HINT = 'Run bookwatch install-triggers again.';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION bookwatch.commit_order_lock() FROM PUBLIC;
 
 -- The event's "table" and "schema" members for the relation a trigger fired on: a partition
 -- is named by its root, the table the triggers were installed on. NULL for a temporary table
@@ -247,6 +259,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     head text := bookwatch.event_table(relid);
     seq bigint;
+    payload text;
 BEGIN
     IF pg_trigger_depth() = 0 OR head IS NULL THEN
         RAISE EXCEPTION 'bookwatch.append_log only runs in bookwatch''s capture trigger'
@@ -256,8 +269,15 @@ BEGIN
     -- until the commit is visible: a transaction that commits later draws a larger seq.
     PERFORM bookwatch.commit_order_lock();
     seq := nextval('bookwatch.change_seq');
-    INSERT INTO bookwatch.change_log (seq, channel, payload)
-         VALUES (seq, channel, '{"v":1,"seq":' || seq || head || body);
+    payload := '{"v":1,"seq":' || seq || head || body;
+    -- The body comes from whoever fires the trigger: it must be one JSON object with ours, and
+    -- must not override the members this function sets (JSON readers keep the last duplicate,
+    -- so a body ending in ,"seq":9000000000000000} would move every reader's cursor).
+    IF NOT payload::jsonb @> ('{"v":1,"seq":' || seq || head || '}')::jsonb THEN
+        RAISE EXCEPTION 'bookwatch.append_log: the event may not set v, seq, table or schema'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    INSERT INTO bookwatch.change_log (seq, channel, payload) VALUES (seq, channel, payload);
     -- A wake-up only: listeners read the event from the log, which needs bookwatch_reader.
     PERFORM pg_notify(channel, seq::text);
 END
@@ -276,8 +296,11 @@ GRANT EXECUTE ON FUNCTION bookwatch.append_log(oid, text, text) TO PUBLIC;
 --   TG_ARGV[5+n .. 4+n+m]   excluded column names at install time
 --   TG_ARGV[5+n+m .. 4+n+2m] their attribute numbers, so a renamed column stays excluded
 -- Keeping this in the trigger definition spares a catalog lookup on every row.
+-- It runs as the writer, so its search_path is pinned: with the writer's, a function or operator
+-- planted in a schema the writer can reach (public on PostgreSQL <= 14) that matches a call
+-- better than the built-in (to_json(text) beats to_json(anyelement)) would run instead.
 CREATE OR REPLACE FUNCTION bookwatch.capture() RETURNS trigger
-LANGUAGE plpgsql AS $capture$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $capture$
 DECLARE
     keys     int;
     excluded int;

@@ -1,8 +1,10 @@
 -- Named queries used by bookwatch. Each block starts with "-- name: <query_name>".
 
 -- name: find_table
--- The table named exactly (no case folding, no search_path), if it is a table.
-SELECT c.oid::bigint, c.relkind::text
+-- The table named exactly (no case folding, no search_path), if it is a table; for a partition,
+-- the partitioned table at its root.
+SELECT c.oid::bigint, c.relkind::text,
+       CASE WHEN c.relispartition THEN pg_catalog.pg_partition_root(c.oid)::regclass::text END
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = %(schema)s AND c.relname = %(table)s;
@@ -85,9 +87,32 @@ SELECT bookwatch.commit_order_lock();
 -- name: slot_state
 SELECT active, active_pid,
        pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)::bigint,
-       pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+       pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
+       wal_status
   FROM pg_catalog.pg_replication_slots
  WHERE slot_name = %(slot)s;
+
+-- name: last_relayed
+-- Seconds since a relay of the slot last recorded progress (appended); no row: never.
+SELECT extract(epoch FROM pg_catalog.now() - relayed_at)::float8
+  FROM bookwatch.relay_progress
+ WHERE slot_name = %(slot)s;
+
+-- name: slot_wal_keep_size
+-- The cap on WAL a slot may hold, in bytes; -1: unlimited (the default).
+SELECT CASE WHEN setting = '-1' THEN -1
+            ELSE setting::bigint * 1024 * 1024 END
+  FROM pg_catalog.pg_settings
+ WHERE name = 'max_slot_wal_keep_size';
+
+-- name: last_gap
+-- The newest GAP marker among the newest rows of the log (the primary key bounds the scan).
+SELECT seq, payload, logged_at::text
+  FROM bookwatch.change_log
+ WHERE seq > (SELECT coalesce(pg_catalog.max(seq), 0) - 100000 FROM bookwatch.change_log)
+   AND payload LIKE '%%"action":"GAP"%%'
+ ORDER BY seq DESC
+ LIMIT 1;
 
 -- name: slot_waiting_events
 -- Row changes in the slot not yet relayed (each becomes an event, or none for an UPDATE that
@@ -142,3 +167,30 @@ SELECT min(seq) FROM bookwatch.change_log WHERE channel = %(channel)s;
 
 -- name: log_newest_seq
 SELECT coalesce(max(seq), 0) FROM bookwatch.change_log WHERE channel = %(channel)s;
+
+-- name: reader_role_users
+-- Databases where role bookwatch_reader holds grants or owns something, leaving out what
+-- --drop-log is about to drop here (schema bookwatch and its objects). Roles are cluster-wide;
+-- pg_shdepend is the one catalog that sees every database's dependencies on them.
+SELECT d.datname::text
+  FROM pg_catalog.pg_shdepend s
+  JOIN pg_catalog.pg_roles r ON r.oid = s.refobjid AND r.rolname = 'bookwatch_reader'
+  JOIN pg_catalog.pg_database d ON d.oid = s.dbid
+ WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+   AND NOT (d.datname = pg_catalog.current_database() AND (
+            (s.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+             AND s.objid = 'bookwatch'::pg_catalog.regnamespace)
+         OR (s.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+             AND s.objid IN (SELECT c.oid FROM pg_catalog.pg_class c
+                              WHERE c.relnamespace = 'bookwatch'::pg_catalog.regnamespace))
+         OR (s.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+             AND s.objid IN (SELECT p.oid FROM pg_catalog.pg_proc p
+                              WHERE p.pronamespace = 'bookwatch'::pg_catalog.regnamespace))))
+ GROUP BY d.datname
+ ORDER BY 1;
+
+-- name: may_drop_roles
+SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'bookwatch_reader'),
+       r.rolsuper OR r.rolcreaterole
+  FROM pg_catalog.pg_roles r
+ WHERE r.rolname = current_user;

@@ -107,7 +107,7 @@ def test_notify_mode_delivers_payloads_and_the_table_says_so(
 
     assert result.exit_code == 0, result.stderr
     assert "notify mode" in result.stdout
-    assert "raw psycopg (NOTIFY payload)" in result.stdout
+    assert "plain LISTEN, reading the NOTIFY payload" in result.stdout
     assert bench_leftovers(postgresql) == []
 
 

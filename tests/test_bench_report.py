@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
+from rich.console import Console
+
 from pgwatch_cli.commands.bench import options as bench_options
 from pgwatch_cli.commands.bench import report
 from pgwatch_cli.commands.bench.listeners import ListenResult
@@ -60,3 +64,23 @@ def test_throughput_spans_first_write_to_last_receipt() -> None:
     figures = build()
     assert figures.throughput_events_per_s == 50.0  # 100 events over 2 s
     assert figures.deliveries_per_s == 98.5  # 197 receipts by the bookwatch listeners
+
+
+def test_the_summary_speaks_the_users_words_and_says_when_the_rate_was_missed() -> None:
+    opts = bench_options.checked(events=100, duration=None, rate=500, writers=1, listeners=2,
+                                 payload_bytes=500)
+    figures = report.build(
+        opts, server="test", mode="log", payload_bytes=512,
+        plain=[phase(False, 100, 0.2, 500)], triggered=[phase(True, 100, 0.3175, 1500)],
+        listened=[listened(0, False, [100, 100], [0, 0]), listened(1, True, [100], [0])],
+        peak_queue_usage=0.0,
+    )
+    assert figures.rate_reached is False and figures.as_json()["rate_reached"] is False
+    out = io.StringIO()
+    report.render(figures, Console(file=out, width=200))
+    text = " ".join(out.getvalue().split())
+    assert "The writers reached 315 events/s, short of --rate 500" in text
+    assert "plain LISTEN, reading the change log when woken" in text
+    assert "writes ran at 63% of their speed without it" in text
+    for builders_word in ("raw psycopg", "ChangeStream", "count", "÷"):
+        assert builders_word not in text

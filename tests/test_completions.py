@@ -212,16 +212,17 @@ def test_zsh_offers_commands_options_and_values(current: dict[str, Path]) -> Non
     )
 
 
-def test_tail_action_completes_the_three_actions(current: dict[str, Path]) -> None:
+def test_tail_action_completes_the_four_actions(current: dict[str, Path]) -> None:
     if "tail" not in command_names():
         pytest.skip("no tail command yet")
     script = current["bash"]
     assert bash_complete(script, "bookwatch", "tail", "--action", "") == [
-        "DELETE", "INSERT", "UPDATE",
+        "DELETE", "INSERT", "TRUNCATE", "UPDATE",
     ]
     assert bash_complete(script, "bookwatch", "tail", "--table", "") == []
     directory = current["zsh"].parent
-    assert zsh_complete(directory, "bookwatch tail --action ") == ["DELETE", "INSERT", "UPDATE"]
+    assert zsh_complete(directory, "bookwatch tail --action ") == [
+        "DELETE", "INSERT", "TRUNCATE", "UPDATE"]
     assert zsh_complete(directory, "bookwatch tail -a U") == ["UPDATE"]
 
 

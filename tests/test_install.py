@@ -336,7 +336,13 @@ def test_wal_install_creates_slot_and_removal_drops_it(bookwatch, logical_db):
         one = bookwatch("remove-triggers", "--dsn", logical_db, "-t", "guests")
         assert "relay slot" not in one.stderr
         assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0] == 1
-        last = bookwatch("remove-triggers", "--dsn", logical_db)
+        refused = bookwatch("remove-triggers", "--dsn", logical_db)
+        assert refused.exit_code == 2
+        assert "still holds 1 event not yet relayed" in " ".join(refused.stderr.split())
+        assert "--force" in refused.stderr
+        assert conn.execute("SELECT count(*) FROM pg_trigger WHERE tgname = 'bookwatch_capture'"
+                            ).fetchone()[0] == 1  # nothing changed
+        last = bookwatch("remove-triggers", "--dsn", logical_db, "--force")
         assert last.exit_code == 0
         assert "no table is captured in wal mode any more" in last.stderr
         assert "1 events not yet relayed go with it" in last.stderr

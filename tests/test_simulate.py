@@ -390,3 +390,12 @@ def test_toast_text_and_percentiles() -> None:
     assert percentiles([]) is None
     figures = percentiles([float(n) for n in range(1, 101)])
     assert figures == {"p50": 50.0, "p90": 90.0, "p99": 99.0, "max": 100.0}
+
+
+def test_the_story_and_the_lost_column_agree(bookwatch: Invoke, dsn: str) -> None:
+    """A refused save is not a lost update: the story says "refused" where "lost" shows 0."""
+    report = simulate_json(bookwatch, dsn, "--random-seed", "5")
+    baseline = report["baseline"]
+    assert baseline["lost_updates"] == 0 and not baseline["ben_saved"]
+    outcome = baseline["timeline"][-1]["what"]
+    assert "refused (nothing silently lost)" in outcome and "is lost" not in outcome

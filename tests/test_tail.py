@@ -319,7 +319,7 @@ def test_delay_is_receipt_minus_event_time() -> None:
     }))
     cells = [str(cell) for cell in row_cells(event, datetime(2026, 11, 28, 6, 41, 2, 500000,
                                                                  tzinfo=UTC))]
-    assert cells[1:3] == ["-", "t"] and cells[4] == "1,2" and cells[-1] == "2.5 s"
+    assert cells[1:3] == ["-", "t"] and cells[4] == "a=1,b=2" and cells[-1] == "2.5 s"
     assert format_delay(0.0004) == "0.4 ms" and format_delay(600) == "10 min"
 
 

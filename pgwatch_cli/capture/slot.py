@@ -53,17 +53,6 @@ def waiting_events(conn: psycopg.Connection[Any], name: str, limit: int = 100_00
     return int(row[0]) if row else 0
 
 
-def unbounded_wal_note(conn: psycopg.Connection[Any]) -> str | None:
-    """A warning when nothing bounds the WAL the slot may keep (``max_slot_wal_keep_size``
-    unlimited): a relay that stays down would keep WAL until the disk is full."""
-    row = conn.execute("SELECT current_setting('max_slot_wal_keep_size')").fetchone()
-    if row is None or str(row[0]) != "-1":
-        return None
-    return ("warning: max_slot_wal_keep_size is unlimited: while no relay runs, the slot keeps "
-            "WAL until the disk is full; bound it (a lost slot then becomes a GAP event): "
-            "ALTER SYSTEM SET max_slot_wal_keep_size = '10GB'; SELECT pg_reload_conf();")
-
-
 def create_slot_statement(name: str) -> sql.Composed:
     return sql.SQL("SELECT pg_catalog.pg_create_logical_replication_slot({}, {})").format(
         sql.Literal(name), sql.Literal(PLUGIN)

@@ -9,10 +9,14 @@ import psycopg
 
 from pgwatch_cli.capture import migrations, prune, slot, sqlfiles
 from pgwatch_cli.capture.config import Mode
+from pgwatch_cli.capture.slot_limits import keep_size_warning, wal_keep_size
 from pgwatch_cli.capture.triggers import InstalledTrigger, installed_triggers
 from pgwatch_cli.scratch import Orphan, find_orphans
+from pgwatch_cli.stream.events import parse_gap
 
-SLOT_WARN_BYTES = 1 << 30
+SLOT_WARN_BYTES = 256 << 20
+# Events waiting with no relay for this long is a warning (a relay restarting is not).
+NO_RELAY_WARN_S = 300.0
 WAITING_COUNT_LIMIT = 100_000  # decoding more than this to count is not worth a status call
 
 
@@ -43,6 +47,19 @@ class RelayState:
     # the slot), "at least" (the count stopped at WAITING_COUNT_LIMIT), or "unknown" (a relay
     # holds the slot; unconfirmed_wal_bytes then says how far behind it is).
     events_waiting_method: str = "unknown"
+    wal_status: str | None = None  # reserved, extended, unreserved, or lost (invalidated)
+    last_relayed_s: float | None = None  # since a relay last appended; None: never
+    max_slot_wal_keep_size: int | None = None  # bytes; -1 unlimited
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class LastGap:
+    seq: int
+    logged_at: str
+    description: str
 
     def as_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -58,6 +75,7 @@ class Status:
     queue_usage: float
     orphans: list[Orphan] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    last_gap: LastGap | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +85,7 @@ class Status:
             "change_log": None if self.log is None else self.log.as_json(),
             "relay": None if self.relay is None else self.relay.as_json(),
             "notification_queue_usage": self.queue_usage,
+            "last_gap": None if self.last_gap is None else self.last_gap.as_json(),
             "orphans": [
                 {"schema": o.schema, "command": o.command, "triggers": o.triggers}
                 for o in self.orphans
@@ -88,6 +107,7 @@ def status(conn: psycopg.Connection[Any]) -> Status:
     current = Status(
         schema_version=version, known_schema_version=known, triggers=found, log=log,
         relay=relay, queue_usage=float(usage_row[0]) if usage_row else 0.0, orphans=orphans,
+        last_gap=_last_gap(conn) if log is not None else None,
     )
     current.warnings = _warnings(current)
     return current
@@ -111,10 +131,12 @@ def _relay_state(
     row = conn.execute(sqlfiles.query("slot_state"), {"slot": name}).fetchone()
     if row is None:
         return RelayState(name, exists=False) if wal_tables else None
-    active, pid, retained, unconfirmed = row
+    active, pid, retained, unconfirmed, wal_status = row
     state = RelayState(name, exists=True, active=bool(active), pid=pid,
-                       retained_wal_bytes=retained, unconfirmed_wal_bytes=unconfirmed)
-    if not active:
+                       retained_wal_bytes=retained, unconfirmed_wal_bytes=unconfirmed,
+                       wal_status=wal_status, last_relayed_s=_last_relayed(conn, name),
+                       max_slot_wal_keep_size=wal_keep_size(conn))
+    if not active and wal_status != "lost":
         waiting = slot.waiting_events(conn, name, WAITING_COUNT_LIMIT)
         if waiting is not None:
             state.events_waiting = waiting
@@ -140,13 +162,72 @@ def _warnings(current: Status) -> list[str]:
                 f"({current.known_schema_version}): upgrade bookwatch")
     relay = current.relay
     if relay is not None:
-        if not relay.exists:
-            warnings.append(f"tables are captured in wal mode but slot {relay.slot} is missing: "
-                            "run bookwatch install-triggers")
-        elif not relay.active and (relay.events_waiting or 0) > 0:
-            warnings.append(f"{relay.events_waiting} events wait in slot {relay.slot} and no "
-                            "relay runs: start bookwatch relay (or tail/serve)")
-        if (relay.retained_wal_bytes or 0) > SLOT_WARN_BYTES:
-            warnings.append(f"slot {relay.slot} retains {relay.retained_wal_bytes} bytes of WAL "
-                            "(over 1 GB): is a relay running and keeping up?")
+        warnings.extend(_slot_warnings(relay))
+    if current.last_gap is not None:
+        gap = current.last_gap
+        warnings.append(f"{gap.description}, logged {gap.logged_at}: keep a relay running "
+                        "(bookwatch relay) and cap what a slot may keep (max_slot_wal_keep_size) "
+                        "so that it is not lost again")
     return warnings
+
+
+def _slot_warnings(relay: RelayState) -> list[str]:
+    if not relay.exists:
+        return [f"tables are captured in wal mode but slot {relay.slot} is missing: "
+                "run bookwatch install-triggers"]
+    warnings = []
+    if relay.wal_status == "lost":
+        warnings.append(
+            f"slot {relay.slot} was invalidated (it held more WAL than max_slot_wal_keep_size "
+            "allows): the changes it held are lost; start bookwatch relay to recreate it "
+            "(it logs a GAP), or remove-triggers --force and install-triggers --mode wal")
+    no_relay_for = relay.last_relayed_s
+    if (not relay.active and (relay.events_waiting or 0) > 0
+            and (no_relay_for is None or no_relay_for >= NO_RELAY_WARN_S)):
+        since = "" if no_relay_for is None else f" for {_duration(no_relay_for)}"
+        warnings.append(f"{relay.events_waiting} events wait in slot {relay.slot} and no "
+                        f"relay runs{since}: start bookwatch relay (or tail/serve)")
+    if (relay.retained_wal_bytes or 0) > SLOT_WARN_BYTES:
+        warnings.append(
+            f"slot {relay.slot} retains {human_bytes(relay.retained_wal_bytes or 0)} of WAL "
+            f"(over {human_bytes(SLOT_WARN_BYTES)}), which PostgreSQL cannot remove: start "
+            "bookwatch relay (or tail/serve) if none runs" + (
+                ", or see why it falls behind" if relay.active else ""))
+    if relay.max_slot_wal_keep_size == -1:
+        warnings.append(keep_size_warning())
+    return warnings
+
+
+def _last_relayed(conn: psycopg.Connection[Any], name: str) -> float | None:
+    try:
+        with conn.transaction():
+            row = conn.execute(sqlfiles.query("last_relayed"), {"slot": name}).fetchone()
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        return None  # no log (yet): nothing was ever relayed
+    return None if row is None else float(row[0])
+
+
+def _last_gap(conn: psycopg.Connection[Any]) -> LastGap | None:
+    row = conn.execute(sqlfiles.query("last_gap")).fetchone()
+    if row is None:
+        return None
+    seq, payload, logged_at = row
+    gap = parse_gap(int(seq), str(payload), None)
+    return None if gap is None else LastGap(int(seq), str(logged_at), gap.describe())
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

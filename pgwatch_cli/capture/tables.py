@@ -9,6 +9,11 @@ from psycopg import sql
 
 from pgwatch_cli.errors import UsageProblem
 
+# PostgreSQL cuts longer identifiers to this many bytes (NAMEDATALEN - 1), silently but for a
+# NOTICE: a longer name would quietly mean another table.
+MAX_NAME_BYTES = 63
+# bookwatch's own schema: capturing its tables would log the log (a feedback loop).
+OWN_SCHEMA = "bookwatch"
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 _QUOTED_PART = re.compile(r'"((?:[^"]|"")*)"')
 
@@ -41,6 +46,18 @@ class TableRef:
             raise UsageProblem(f"Table name {value!r} has too many dots; quote the parts.")
         if not schema or not name:
             raise UsageProblem(f"Table name {value!r} is empty or has an empty part.")
+        for part in (schema, name):
+            if len(part.encode()) > MAX_NAME_BYTES:
+                raise UsageProblem(
+                    f"{part!r} is {len(part.encode())} bytes long; PostgreSQL names are at most "
+                    f"{MAX_NAME_BYTES} and it would read it as {_truncated(part)!r}.",
+                    hint="Give the name as the database has it (\\dt in psql shows it).",
+                )
+        if schema == OWN_SCHEMA:
+            raise UsageProblem(
+                f"{value!r} is one of bookwatch's own tables (schema {OWN_SCHEMA}); capturing "
+                "them would log the log's own writes for ever.",
+            )
         return cls(schema, name)
 
     def identifier(self) -> sql.Identifier:
@@ -48,6 +65,11 @@ class TableRef:
 
     def __str__(self) -> str:
         return f"{quote_if_needed(self.schema)}.{quote_if_needed(self.name)}"
+
+
+def _truncated(name: str) -> str:
+    """``name`` cut to MAX_NAME_BYTES as PostgreSQL does: on a character boundary."""
+    return name.encode()[:MAX_NAME_BYTES].decode(errors="ignore")
 
 
 def _split(value: str) -> list[str]:

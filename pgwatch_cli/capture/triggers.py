@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgwatch_cli.capture import migrations, modes, slot, sqlfiles, wal_tables
+from pgwatch_cli.capture import migrations, modes, slot, slot_limits, sqlfiles, wal_tables
 from pgwatch_cli.capture import retention as durations
 from pgwatch_cli.capture.config import Mode, TriggerConfig
 from pgwatch_cli.capture.tables import TableRef
@@ -119,11 +119,14 @@ def installed_triggers(conn: psycopg.Connection[Any]) -> list[InstalledTrigger]:
     return found
 
 
-def _lookup(conn: psycopg.Connection[Any], table: TableRef) -> tuple[int, str] | None:
+def _lookup(
+    conn: psycopg.Connection[Any], table: TableRef
+) -> tuple[int, str, str | None] | None:
+    """The table's oid, relkind and, for a partition, its root partitioned table."""
     row = conn.execute(
         sqlfiles.query("find_table"), {"schema": table.schema, "table": table.name}
     ).fetchone()
-    return (int(row[0]), str(row[1])) if row else None
+    return (int(row[0]), str(row[1]), row[2]) if row else None
 
 
 def _config_for(
@@ -135,12 +138,18 @@ def _config_for(
     found = _lookup(conn, table)
     if found is None:
         return None
-    oid, kind = found
+    oid, kind, root = found
     if table.schema == "bookwatch":
         raise UnsupportedTable(
             f"{table} is bookwatch's own table: capturing it would capture its own events.")
     if kind not in ("r", "p"):
         raise UnsupportedTable(f"{table} is not a table (it cannot carry row triggers).")
+    if root is not None:
+        raise UnsupportedTable(
+            f"{table} is a partition of {root}; bookwatch captures a partitioned table as a "
+            "whole (its events are named by the root table).",
+            hint=f"Install on the root instead: -t {root}",
+        )
     key = tuple(row[0] for row in conn.execute(
         sqlfiles.query("primary_key_columns"), {"oid": oid}))
     if not key:
@@ -201,6 +210,12 @@ def plan_install(
     plan = Plan()
     if mode == "auto":
         plan.note(f"capture mode: {reason}")
+        if chosen is Mode.LOG:
+            plan.note("log mode: every writer's commit appends to the change log under one "
+                      "lock, so commits queue there under load; see the README section "
+                      "\"Capture modes\"")
+    if chosen is Mode.WAL and slot_limits.wal_keep_size(conn) == -1:
+        plan.note(f"warning: {slot_limits.keep_size_warning()}")
     upgrade, upgrade_actions = migrations.plan(conn)
     plan.statements.extend(upgrade)
     for action in upgrade_actions:
@@ -328,8 +343,11 @@ def _create_triggers(table: TableRef, config: TriggerConfig) -> list[Statement]:
 
 
 def plan_remove(
-    conn: psycopg.Connection[Any], tables: Sequence[TableRef] | None, *, drop_log: bool
+    conn: psycopg.Connection[Any], tables: Sequence[TableRef] | None, *, drop_log: bool,
+    force: bool = False, dry_run: bool = False,
 ) -> Plan:
+    """What ``remove-triggers`` does. Refused (UsageProblem) when it would drop the relay slot
+    with events still waiting in it, unless ``force`` (a dry run says it would be refused)."""
     current = installed_triggers(conn)
     chosen = [t for t in current if tables is None or t.table in tables]
     plan = Plan()
@@ -359,17 +377,47 @@ def plan_remove(
             plan.statements.append(sql.SQL("DROP SCHEMA bookwatch CASCADE"))
             plan.change("schema bookwatch (change log included): dropped",
                         "schema bookwatch (change log included): would be dropped")
+            _plan_reader_role_drop(conn, plan)
     elif not remaining and _capture_function_exists(conn):
         plan.statements.append(sql.SQL("DROP FUNCTION IF EXISTS bookwatch.capture()"))
         plan.change("capture function: dropped (no trigger uses it); change log kept",
                     "capture function: would be dropped (no trigger uses it); change log kept")
     if drop_log or all(t.config.mode is not Mode.WAL for t in remaining):
         _plan_relay_slot_drop(conn, plan, because="--drop-log" if drop_log
-                              else "no table is captured in wal mode any more")
+                              else "no table is captured in wal mode any more", force=force,
+                              dry_run=dry_run)
     return plan
 
 
-def _plan_relay_slot_drop(conn: psycopg.Connection[Any], plan: Plan, *, because: str) -> None:
+def _plan_reader_role_drop(conn: psycopg.Connection[Any], plan: Plan) -> None:
+    """Role bookwatch_reader is cluster-wide: dropped with the last log that uses it."""
+    row = conn.execute(sqlfiles.query("may_drop_roles")).fetchone()
+    if row is None or not row[0]:
+        return
+    drop = "DROP ROLE bookwatch_reader;"
+    users = [str(r[0]) for r in conn.execute(sqlfiles.query("reader_role_users")).fetchall()]
+    if users:
+        plan.note(f"role bookwatch_reader kept: database{'s' if len(users) > 1 else ''} "
+                  f"{', '.join(users)} still use{'' if len(users) > 1 else 's'} it (roles are "
+                  f"cluster-wide); once none does: {drop}")
+    elif not row[1]:
+        plan.note(f"role bookwatch_reader kept: dropping a role needs CREATEROLE; a superuser "
+                  f"can run: {drop}")
+    else:
+        # After the schema: its grants to the role go with it. An install in another database
+        # may grant to the role meanwhile: then the role stays and the removal still succeeds.
+        plan.statements.append(sql.SQL(
+            "DO $drop$ BEGIN DROP ROLE bookwatch_reader; EXCEPTION WHEN"
+            " dependent_objects_still_exist OR undefined_object THEN NULL; END $drop$"))
+        plan.change("role bookwatch_reader: dropped (no database of the cluster uses it)",
+                    "role bookwatch_reader: would be dropped (no database of the cluster "
+                    "uses it)")
+
+
+def _plan_relay_slot_drop(
+    conn: psycopg.Connection[Any], plan: Plan, *, because: str, force: bool = True,
+    dry_run: bool = False,
+) -> None:
     publication = slot.publication_name(conn)
     if slot.publication_exists(conn, publication):
         plan.statements.append(slot.drop_publication_statement(publication))
@@ -377,6 +425,17 @@ def _plan_relay_slot_drop(conn: psycopg.Connection[Any], plan: Plan, *, because:
     if slot.slot_exists(conn, name):
         plan.drop_slot = name
         waiting = slot.waiting_events(conn, name)
+        if waiting and not force and dry_run:
+            plan.note(f"relay slot {name}: holds {waiting} events not yet relayed; without "
+                      "--force, remove-triggers refuses to drop them")
+        elif waiting and not force:
+            raise UsageProblem(
+                f"The relay slot {name} still holds {waiting} event"
+                f"{'s' if waiting != 1 else ''} not yet relayed to the change log; removing "
+                f"it ({because}) would lose {'them' if waiting != 1 else 'it'}.",
+                hint="Let them be relayed first (bookwatch relay, or any tail or serve, until "
+                "status shows none waiting), or add --force to drop them; nothing was changed.",
+            )
         lost = f"; {waiting} events not yet relayed go with it" if waiting else ""
         plan.change(f"relay slot {name}: dropped ({because}){lost}",
                     f"relay slot {name}: would be dropped ({because}){lost}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from collections import deque
@@ -17,10 +18,10 @@ from rich.text import Text
 from pgwatch_cli import config, db, lifecycle
 from pgwatch_cli.capture import triggers
 from pgwatch_cli.capture.tables import TableRef
-from pgwatch_cli.console import literal, visible, warn
+from pgwatch_cli.console import INVISIBLE, error, literal, visible, warn
 from pgwatch_cli.defaults import DEFAULT_CHANNEL
-from pgwatch_cli.stream.events import ChangeEvent, LogReplaced
-from pgwatch_cli.stream.filters import Filters
+from pgwatch_cli.stream.events import ChangeEvent, Gap, LogReplaced
+from pgwatch_cli.stream.filters import Filters, labelled_key
 from pgwatch_cli.stream.listener import ChangeStream, describe_replacement
 
 ACTION_STYLES = {"INSERT": "green", "UPDATE": "yellow", "DELETE": "red", "TRUNCATE": "magenta"}
@@ -49,9 +50,14 @@ def run(options: TailOptions) -> None:
     """Tail until ``--count`` or ``--timeout`` is reached (or Ctrl-C raises KeyboardInterrupt)."""
     as_json = options.as_json or not sys.stdout.isatty()
     with db.connect(options.dsn, autocommit=True, application_name="bookwatch tail") as conn:
-        installed = [(t.table, t.config.channel) for t in triggers.installed_triggers(conn)]
+        watched = triggers.installed_triggers(conn)
+    installed = [(t.table, t.config.channel) for t in watched]
     for problem in nothing_can_arrive(installed, options):
         warn(problem)
+    # Composite keys are read (--id) and shown in their declared column order.
+    key_columns = {f"{t.table.schema}.{t.table.name}": t.config.primary_key for t in watched}
+    options = dataclasses.replace(options, filters=dataclasses.replace(
+        options.filters, key_columns=tuple(sorted(key_columns.items()))))
     try:
         lifecycle.run_async(_tail(options, as_json))
     except BrokenPipeError:
@@ -94,7 +100,7 @@ async def _tail(options: TailOptions, as_json: bool) -> None:
     async with ChangeStream(
         options.dsn, channel=options.channel, since=options.since, relay=options.relay
     ) as stream:
-        with JsonLines() if as_json else LiveTable(stream) as view:
+        with JsonLines() if as_json else LiveTable(stream, filters=options.filters) as view:
             deadline = asyncio.timeout(options.timeout)
             try:
                 async with deadline:
@@ -107,6 +113,10 @@ async def _tail(options: TailOptions, as_json: bool) -> None:
 async def _pump(stream: ChangeStream, options: TailOptions, view: JsonLines | LiveTable) -> None:
     shown = 0
     async for event in stream.items():
+        if isinstance(event, Gap):
+            # Changes were lost for good (the wal slot was invalidated): said, then go on.
+            error(event.describe(), hint="A client holding rows should refetch them.")
+            continue
         if isinstance(event, LogReplaced):
             # Nothing is lost: the new log's events follow from its start.
             warn(describe_replacement(event))
@@ -143,15 +153,19 @@ class JsonLines:
 
 _JSON_TERMINAL_ESCAPES = {
     code: f"\\u{code:04x}"
-    for code in (0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+    for code in (0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A),
+                 *INVISIBLE)
 }
 
 
 class LiveTable:
     """A Rich live table of the newest events (newest last), no taller than the terminal."""
 
-    def __init__(self, stream: ChangeStream, console: Console | None = None) -> None:
+    def __init__(
+        self, stream: ChangeStream, console: Console | None = None, filters: Filters | None = None
+    ) -> None:
         self._stream = stream
+        self._filters = filters or Filters()
         self._console = console or Console(highlight=False)
         height = max(5, self._console.size.height - 7)
         self._rows: deque[tuple[Text | str, ...]] = deque(maxlen=min(height, MAX_TABLE_ROWS))
@@ -173,7 +187,7 @@ class LiveTable:
 
     def show(self, event: ChangeEvent, received_at: datetime) -> None:
         self._seen += 1
-        self._rows.append(row_cells(event, received_at))
+        self._rows.append(row_cells(event, received_at, self._filters.key_order(event)))
 
     def _render(self) -> Table:
         state = "listening" if self._stream.connected else "[red]reconnecting…[/red]"
@@ -193,8 +207,11 @@ class LiveTable:
         return table
 
 
-def row_cells(event: ChangeEvent, received_at: datetime) -> tuple[Text | str, ...]:
-    """The table cells of one event; delay is receipt minus the event's timestamp.
+def row_cells(
+    event: ChangeEvent, received_at: datetime, key_order: tuple[str, ...] | None = None
+) -> tuple[Text | str, ...]:
+    """The table cells of one event; delay is receipt minus the event's timestamp. A composite
+    key is shown labelled (``room=12,night=2027-01-05``), in ``key_order`` when known.
 
     What comes from the database is a ``Text`` (never parsed as markup) with its control
     characters made visible: an actor named ``[/bold]`` or ``ESC]0;…`` is shown as written."""
@@ -204,7 +221,7 @@ def row_cells(event: ChangeEvent, received_at: datetime) -> tuple[Text | str, ..
         "-" if event.seq is None else str(event.seq),
         Text(visible(event.table)),
         Text(event.action, style=ACTION_STYLES.get(event.action, "")),
-        Text(visible(event.id_text)),
+        Text(visible(labelled_key(event, key_order))),
         Text(visible(event.actor or "-")),
         Text(visible(", ".join(event.changed) if event.changed else "-")),
         format_delay((received_at - committed).total_seconds()),

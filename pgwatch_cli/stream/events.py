@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,8 +11,8 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 Action = Literal["INSERT", "UPDATE", "DELETE", "TRUNCATE"]
-# The actions ``tail --action`` filters on (SPEC); TRUNCATE events are accepted but not listed.
-ACTIONS: tuple[Action, ...] = ("INSERT", "UPDATE", "DELETE")
+# The actions ``tail --action`` and serve's ``action`` filter on.
+ACTIONS: tuple[Action, ...] = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
 JsonValue = Any
 
 
@@ -96,6 +97,19 @@ def parse(payload: str | bytes) -> ChangeEvent:
     return event
 
 
+def parse_logged(seq: int, payload: str | bytes) -> ChangeEvent:
+    """A change-log row's event, numbered by the row's ``seq`` column.
+
+    The column is the only seq anyone trusts: a payload carrying another one (a forged body
+    with a duplicate ``"seq"`` key, which JSON readers resolve to the last) is renumbered and
+    re-serialized, so neither the reader's cursor nor a consumer of the JSON sees the forgery.
+    """
+    event = parse(payload)
+    if event.seq == seq:
+        return event
+    return event.model_copy(update={"seq": seq})
+
+
 @dataclass(frozen=True)
 class LogReplaced:
     """The change log was recreated (a new ``log_id``): the consumer's cursor belongs to a log
@@ -104,6 +118,43 @@ class LogReplaced:
 
     old_log_id: str | None
     new_log_id: str | None
+
+
+@dataclass(frozen=True)
+class Gap(LogReplaced):
+    """A logged ``GAP`` marker (SPEC): the wal relay's slot was invalidated or recreated and the
+    changes between ``lost_from`` and ``lost_to`` were lost. The log itself goes on (same
+    ``log_id``), but like a replaced log it tells consumers holding derived state to refetch,
+    which is why it is a LogReplaced: serve sends ``event: reset``, tail prints an error line."""
+
+    seq: int = 0
+    reason: str | None = None
+    lost_from: str | None = None
+    lost_to: str | None = None
+
+    def describe(self) -> str:
+        span = f"{self.lost_from or '?'} .. {self.lost_to or '?'}"
+        reason = self.reason or "no reason given"
+        return f"changes were lost ({span}): {reason} (GAP, seq {self.seq})"
+
+
+def parse_gap(seq: int, payload: str | bytes, log_id: str | None) -> Gap | None:
+    """The GAP marker a change-log row holds, numbered by the row's seq; None for any other row."""
+    text = payload.decode() if isinstance(payload, bytes) else payload
+    if '"GAP"' not in text:  # cheap: every other row is a change event
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("v") != 1 or data.get("action") != "GAP":
+        return None
+
+    def member(name: str) -> str | None:
+        value = data.get(name)
+        return None if value is None else str(value)
+
+    return Gap(log_id, log_id, seq, member("reason"), member("lost_from"), member("lost_to"))
 
 
 # What a ChangeStream's items() and a Hub subscription's items() yield.

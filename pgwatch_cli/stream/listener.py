@@ -31,10 +31,13 @@ from pgwatch_cli.errors import BookwatchError, DatabaseUnreachable, NotInstalled
 from pgwatch_cli.stream import relay_leader
 from pgwatch_cli.stream.events import (
     ChangeEvent,
+    Gap,
     InvalidPayload,
     LogReplaced,
     StreamItem,
     parse,
+    parse_gap,
+    parse_logged,
 )
 
 DEFAULT_CHANNEL = "booking_changes"
@@ -46,6 +49,9 @@ INVALID_NOTICE_INTERVAL_S = 5.0
 # (seq restarted): it is checked with a read, but at most this often.
 STALE_CHECK_INTERVAL_S = 0.2
 READ_TIMEOUT_S = 30.0
+# How often an idle stream that does not relay looks for a wal slot created since it started
+# (a database switched from log to wal mode while it runs).
+SLOT_CHECK_INTERVAL_S = 5.0
 PAGE = 1000
 # Versions of the bookwatch schema whose change log this listener can read.
 KNOWN_SCHEMA_VERSIONS = frozenset({"1", "2", "3"})
@@ -113,7 +119,8 @@ async def read_log(
 ) -> AsyncGenerator[ChangeEvent]:
     """The change log of ``channel`` after seq ``after``, oldest first, ``page`` rows a query.
 
-    A row that is not a valid event is skipped (reported to ``on_invalid``), never fatal.
+    A row that is not a valid event (a GAP marker included) is skipped (reported to
+    ``on_invalid``), never fatal. Events carry the row's seq, whatever their payload says.
     """
     query = sqlfiles.query("log_after")
     while True:
@@ -122,7 +129,7 @@ async def read_log(
         for seq, payload in rows:
             after = seq
             try:
-                yield parse(payload)
+                yield parse_logged(seq, payload)
             except InvalidPayload as exc:
                 if on_invalid is not None:
                     on_invalid(seq, exc)
@@ -140,7 +147,11 @@ class ChangeStream:
     recovered after an outage; the stream says so when it happens.
 
     With ``relay=True`` (the default) and a database in ``wal`` mode, the process also relays
-    the WAL into the change log in a background thread whenever no other process does.
+    the WAL into the change log in a background thread whenever no other process does; a slot
+    created after the stream started is found by the idle check.
+
+    A logged GAP marker (changes lost by the wal relay) is yielded by ``items()`` as a Gap
+    (a LogReplaced: consumers refetch); plain iteration reports it through ``notice``.
 
     The connection is read (and checked for liveness) while someone iterates; in between,
     notifications wait in the connection, so a consumer that pauses loses nothing. Keep
@@ -175,6 +186,7 @@ class ChangeStream:
         self._items: AsyncGenerator[StreamItem] | None = None
         self._events: AsyncGenerator[ChangeEvent] | None = None
         self._checked_at = -STALE_CHECK_INTERVAL_S
+        self._slot_checked_at = monotonic()
         self._invalid_pending = 0
         self._invalid_reason = ""
         self._invalid_noticed_at = -INVALID_NOTICE_INTERVAL_S
@@ -239,7 +251,9 @@ class ChangeStream:
 
     async def _events_only(self, items: AsyncIterator[StreamItem]) -> AsyncGenerator[ChangeEvent]:
         async for item in items:
-            if isinstance(item, LogReplaced):
+            if isinstance(item, Gap):
+                self.notice(item.describe())
+            elif isinstance(item, LogReplaced):
                 self.notice(describe_replacement(item))
             else:
                 yield item
@@ -301,6 +315,9 @@ class ChangeStream:
                     async with contextlib.aclosing(self._read(conn)) as log:
                         async for item in log:
                             yield item
+                if self._durable and monotonic() - self._slot_checked_at >= SLOT_CHECK_INTERVAL_S:
+                    self._slot_checked_at = monotonic()
+                    await self._start_relay(conn)
                 continue
             # stop_after=1 ends the round after the first packet of notifications: the
             # connection is free again for the read they ask for.
@@ -404,8 +421,16 @@ class ChangeStream:
             self.log_id = log_id
             logged = [(seq, payload) for seq, payload in rows if seq is not None]
             for seq, payload in logged:
+                gap = parse_gap(seq, payload, log_id)
+                if gap is not None:
+                    if self.last_seq is None or seq > self.last_seq:
+                        self.last_seq = seq
+                        yield gap
+                    continue
                 try:
-                    event = parse(payload)
+                    # The row's seq column, never the payload's: a forged body cannot move
+                    # the cursor past real events.
+                    event = parse_logged(seq, payload)
                 except InvalidPayload as exc:
                     self._invalid(f"change log seq {seq}: {exc}")
                     self.last_seq = max(self.last_seq or 0, seq)

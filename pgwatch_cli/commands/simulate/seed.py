@@ -322,10 +322,15 @@ class _Story:
         final = await bookings.load(conn, self.table, BOOKING_ID)
         price, guest = final.values["gesamtpreis"], final.values["guest_id"]
         self.run.both_kept = price == self.edits.price and guest == self.edits.guest_id
-        outcome = (
-            "both changes kept" if self.run.both_kept
-            else "Ben's change is lost: he must reload and make it again"
-        )
+        # The summary's "lost" counts saves that silently replaced a newer value: a save the
+        # optimistic lock refused is not lost in that sense, it is refused and must be redone.
+        if self.run.both_kept:
+            outcome = "both changes kept"
+        elif self.run.lost_updates:
+            outcome = "a lost update: a save silently replaced the other user's change"
+        else:
+            outcome = ("Ben's save was refused (nothing silently lost): he must reload and "
+                       "make his change again")
         self.step("", f"booking #{BOOKING_ID} now: version {final.version}, price "
                       f"{money(price)}, guest {self.guest(guest)}: {outcome}",
                   "ok" if self.run.both_kept else "bad")
