@@ -825,5 +825,48 @@ def serve(
         raise lifecycle.Terminated(signal.SIGHUP)
 
 
+TokenSecretFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token-secret-file", metavar="PATH", show_default=False,
+        help="File holding the HS256 secret of signed, scoped tokens (at least 32 bytes, not "
+        "world-readable). Default: the secret itself in $BOOKWATCH_TOKEN_SECRET.",
+    ),
+]
+
+
+@app.command()
+@guarded
+def token(
+    sub: Annotated[str, typer.Option("--sub", metavar="NAME", show_default=False,
+                                     help="Who holds the token (the viewer's name).")],
+    table: Annotated[list[str], typer.Option(
+        "--table", "-t", metavar="TABLE", show_default=False,
+        help="A table the token may read (repeatable; * for every table).")],
+    tenant: Annotated[str | None, typer.Option(
+        "--tenant", metavar="TENANT", show_default=False,
+        help="Only events of this tenant (see install-triggers --tenant-column).")] = None,
+    row_id: Annotated[list[str] | None, typer.Option(
+        "--id", metavar="ID", show_default=False,
+        help="Only this row (repeatable).")] = None,
+    ttl: Annotated[str, typer.Option(
+        "--ttl", metavar="DURATION", help="How long the token is valid: 90s, 15m, 1h, 7d.")
+    ] = "1h",
+    token_secret_file: TokenSecretFileOption = None,
+) -> None:
+    """Mint a signed token scoped to a viewer, tables, rows and a tenant (printed alone)."""
+    from pgwatch_cli import auth
+    from pgwatch_cli.auth.tokens import InvalidToken, parse_ttl
+
+    seconds = parse_ttl(ttl)
+    secret = auth.load_secret(token_secret_file)
+    try:
+        minted = auth.mint(secret, sub=sub, tables=table, ids=row_id or (), tenant=tenant,
+                           ttl_s=seconds)
+    except InvalidToken as exc:
+        raise UsageProblem(f"Cannot mint that token: {exc}.") from None
+    typer.echo(minted)
+
+
 def main() -> None:
     app(prog_name="bookwatch")
