@@ -276,6 +276,15 @@ def install_triggers(
             show_default=False,
         ),
     ] = None,
+    tenant_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tenant-column", metavar="TABLE.COLUMN",
+            help="Events of TABLE carry this column's value as \"tenant\", for serve's "
+            "tenant-scoped tokens (repeatable, one per table).",
+            show_default=False,
+        ),
+    ] = None,
     dry_run: DryRunOption = False,
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
@@ -286,6 +295,7 @@ def install_triggers(
 
     tables = _tables(table, schema, DEFAULT_TABLES)
     excluded = triggers.parse_exclusions(exclude_column or [], tables, schema)
+    tenants = triggers.parse_tenant_columns(tenant_column or [], tables, schema)
     triggers.check_channel(channel)
     requested = _requested_mode(mode, durable)
     interval = None if retention_option is None else retention.to_interval(retention_option)
@@ -294,7 +304,7 @@ def install_triggers(
             conn,
             lambda: triggers.plan_install(
                 conn, tables, channel=channel, mode=requested, excluded=excluded,
-                retention=interval,
+                tenant_columns=tenants, retention=interval,
             ),
             dry_run=dry_run,
         )
@@ -367,10 +377,13 @@ def _print_status(current: capture_status.Status) -> None:
         stdout.print("No bookwatch triggers installed.")
     else:
         grid = Table(title="bookwatch triggers", title_justify="left")
-        for heading in ("table", "trigger", "mode", "channel", "primary key", "excluded"):
+        # Shown only where used: most installs have no tenant column.
+        tenants = any(trigger.config.tenant_column for trigger in current.triggers)
+        headings = ("table", "trigger", "mode", "channel", "primary key", "excluded")
+        for heading in (*headings, "tenant") if tenants else headings:
             grid.add_column(heading, overflow="fold")
         for trigger in current.triggers:
-            grid.add_row(  # names from the database: literal (console.literal)
+            cells = [  # names from the database: literal (console.literal)
                 literal(str(trigger.table))
                 + (" (partitioned)" if trigger.config.partitioned else ""),
                 "[green]enabled[/green]" if trigger.enabled else "[red]disabled[/red]",
@@ -378,7 +391,10 @@ def _print_status(current: capture_status.Status) -> None:
                 literal(trigger.config.channel),
                 literal(", ".join(trigger.config.primary_key)),
                 literal(", ".join(trigger.config.excluded) or "-"),
-            )
+            ]
+            if tenants:
+                cells.append(literal(trigger.config.tenant_column or "-"))
+            grid.add_row(*cells)
         stdout.print(grid)
     log = current.log
     if log is None:

@@ -67,8 +67,9 @@ def applies(config: TriggerConfig, columns: Sequence[str]) -> bool:
     columns. Exclusions follow renames by attribute number, which a per-row check of names
     cannot see (two columns that swap names): those tables keep the generic function. Columns
     added later make the compiled prelude step aside (its guard), so the bound holds."""
+    # A tenant column: the compiled event has no "tenant"; the generic body adds it.
     return (config.mode is Mode.WAL and len(config.primary_key) == 1 and not config.excluded
-            and len(columns) <= MAX_COLUMNS)
+            and config.tenant_column is None and len(columns) <= MAX_COLUMNS)
 
 
 def columns_of(conn: psycopg.Connection[Any], relid: int) -> tuple[str, ...]:

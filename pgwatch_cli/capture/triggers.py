@@ -47,6 +47,7 @@ class InstalledTrigger:
             "channel": self.config.channel,
             "primary_key": list(self.config.primary_key),
             "excluded_columns": list(self.config.excluded),
+            "tenant_column": self.config.tenant_column,
             "partitioned": self.config.partitioned,
         }
 
@@ -130,7 +131,7 @@ def _lookup(conn: psycopg.Connection[Any], table: TableRef) -> tuple[int, str] |
 
 def _config_for(
     conn: psycopg.Connection[Any], table: TableRef, channel: str, mode: Mode,
-    excluded: Sequence[str],
+    excluded: Sequence[str], tenant_column: str | None = None,
 ) -> TriggerConfig | None:
     """Validate one table and describe its trigger: None when there is no such table; raises
     for a table that cannot be watched."""
@@ -152,10 +153,14 @@ def _config_for(
     bad = [column for column in excluded if column not in columns]
     if bad:
         raise MissingTable(f"Table {table} has no column {', '.join(bad)}.")
+    if tenant_column is not None and tenant_column not in columns:
+        raise MissingTable(f"Table {table} has no column {tenant_column} (--tenant-column). "
+                           "Nothing was installed.")
     names = tuple(dict.fromkeys(excluded))
     return TriggerConfig(
         channel=channel, mode=mode, primary_key=key, excluded=names,
         excluded_attnums=tuple(columns[name] for name in names), partitioned=kind == "p",
+        tenant_column=tenant_column,
     )
 
 
@@ -165,6 +170,7 @@ def plan_install(
     *,
     channel: str,
     excluded: dict[TableRef, list[str]],
+    tenant_columns: dict[TableRef, str] | None = None,
     mode: str = "auto",
     durable: bool | None = None,
     retention: str | None = None,
@@ -182,11 +188,18 @@ def plan_install(
         raise UsageProblem(
             f"--exclude-column names a table that is not being installed: {', '.join(unknown)}."
         )
+    tenant_columns = tenant_columns or {}
+    unknown = [str(table) for table in tenant_columns if table not in tables]
+    if unknown:
+        raise UsageProblem(
+            f"--tenant-column names a table that is not being installed: {', '.join(unknown)}."
+        )
     chosen, reason = modes.resolve(conn, mode)
     wanted: dict[TableRef, TriggerConfig] = {}
     missing = []
     for table in tables:
-        config = _config_for(conn, table, channel, chosen, excluded.get(table, []))
+        config = _config_for(conn, table, channel, chosen, excluded.get(table, []),
+                             tenant_columns.get(table))
         if config is None:
             missing.append(str(table))
         else:
@@ -216,7 +229,7 @@ def plan_install(
         if old.config.legacy and table not in wanted:
             # A schema version 1 trigger: same behaviour, rewritten for the new function.
             converted = _config_for(conn, table, old.config.channel, old.config.mode,
-                                    old.config.excluded)
+                                    old.config.excluded, old.config.tenant_column)
             assert converted is not None  # the trigger is on it, so the table exists
             plan.statements.extend(_replace_triggers(
                 table, converted, _fast_path(conn, table, converted), old.function))
@@ -500,15 +513,30 @@ def relay_slot_for(conn: psycopg.Connection[Any], requested_mode: str) -> Iterat
         raise
 
 
-def parse_exclusions(
+def parse_tenant_columns(
     values: Iterable[str], tables: Sequence[TableRef], default_schema: str
+) -> dict[TableRef, str]:
+    """``--tenant-column TABLE.COLUMN`` options: at most one per table."""
+    chosen: dict[TableRef, str] = {}
+    for table, columns in parse_exclusions(values, tables, default_schema,
+                                           option="--tenant-column").items():
+        if len(set(columns)) > 1:
+            raise UsageProblem(f"--tenant-column names two columns of {table}: "
+                               f"{', '.join(dict.fromkeys(columns))}; a table has one tenant.")
+        chosen[table] = columns[0]
+    return chosen
+
+
+def parse_exclusions(
+    values: Iterable[str], tables: Sequence[TableRef], default_schema: str,
+    option: str = "--exclude-column",
 ) -> dict[TableRef, list[str]]:
     """``TABLE.COLUMN`` (or ``SCHEMA.TABLE.COLUMN``) options, grouped by table."""
     grouped: dict[TableRef, list[str]] = {}
     for value in values:
         table_part, dot, column = value.rpartition(".")
         if not dot or not table_part or not column:
-            raise UsageProblem(f"--exclude-column wants TABLE.COLUMN, got {value!r}.")
+            raise UsageProblem(f"{option} wants TABLE.COLUMN, got {value!r}.")
         table = TableRef.parse(table_part, default_schema)
         grouped.setdefault(table, []).append(column)
     return grouped
