@@ -48,6 +48,16 @@ R = TypeVar("R")
 
 # -- shared options ----------------------------------------------------------------------------
 
+TokenSecretFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token-secret-file", metavar="PATH", show_default=False,
+        help="File holding the HS256 secret of signed, scoped tokens (at least 32 bytes, not "
+        "world-readable). Default: the secret itself in $BOOKWATCH_TOKEN_SECRET.",
+    ),
+]
+
+
 DsnOption = Annotated[
     str | None,
     typer.Option(
@@ -810,6 +820,7 @@ def serve(
                             help="Reset clients instead of relaying events older than this "
                             "(0: never).")
     ] = 10.0,
+    token_secret_file: TokenSecretFileOption = None,
     no_relay: NoRelayOption = False,
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
@@ -822,10 +833,12 @@ def serve(
 
     triggers.check_channel(channel)
     processes = server.parse_workers(workers)
+    secret = _token_secret(token_secret_file)
     # Refuse an unsafe exposure before touching the database.
-    server.check_exposure(host, token or None, insecure)
+    server.check_exposure(host, token or (None if secret is None else "signed"), insecure)
     options = server.ServeOptions(
         dsn=database(dsn, embedded), host=host, port=port, token=token or None,
+        token_secret=secret,
         allow_origins=tuple(allow_origin or ()), insecure=insecure, demo=demo_page,
         schema=schema, channel=channel, heartbeat_s=heartbeat, client_buffer=client_buffer,
         workers=processes, max_clients=max_clients, max_lag_s=max_lag, relay=not no_relay,
@@ -839,16 +852,6 @@ def serve(
         raise KeyboardInterrupt
     if stopped_by == signal.SIGHUP:  # SIGTERM is serve's normal stop: exit 0
         raise lifecycle.Terminated(signal.SIGHUP)
-
-
-TokenSecretFileOption = Annotated[
-    str | None,
-    typer.Option(
-        "--token-secret-file", metavar="PATH", show_default=False,
-        help="File holding the HS256 secret of signed, scoped tokens (at least 32 bytes, not "
-        "world-readable). Default: the secret itself in $BOOKWATCH_TOKEN_SECRET.",
-    ),
-]
 
 
 @app.command()
@@ -882,6 +885,18 @@ def token(
     except InvalidToken as exc:
         raise UsageProblem(f"Cannot mint that token: {exc}.") from None
     typer.echo(minted)
+
+
+def _token_secret(path: str | None) -> bytes | None:
+    """serve's signing secret: from the file, else $BOOKWATCH_TOKEN_SECRET, else none."""
+    import os
+
+    from pgwatch_cli import auth
+    from pgwatch_cli.auth.secret import ENV_VAR
+
+    if path is None and not os.environ.get(ENV_VAR):
+        return None
+    return auth.load_secret(path)
 
 
 def main() -> None:

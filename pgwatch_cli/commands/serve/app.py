@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from pgwatch_cli import client
-from pgwatch_cli.commands.serve import metrics, presence
+from pgwatch_cli.commands.serve import metrics, presence, scopes
 from pgwatch_cli.commands.serve.pauses import gc_stats
 from pgwatch_cli.commands.serve.security import TokenAuth
 from pgwatch_cli.commands.serve.streams import Relay, StreamRequest
@@ -31,6 +31,7 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 @dataclass(frozen=True)
 class AppSettings:
     token: str | None = None
+    token_secret: bytes | None = None  # signs scoped tokens (--token-secret-file)
     allow_origins: Sequence[str] = field(default_factory=tuple)
     demo_schema: str | None = None  # serve the demo page and API on these tables
 
@@ -110,13 +111,18 @@ def create_app(relay: Relay, settings: AppSettings) -> ASGIApp:
     """Everything but ``GET /events`` (which aiohttp serves directly, see front.py)."""
 
     async def presence_map(request: Request) -> Response:
-        return JSONResponse(relay.presence.snapshot())
+        # scopes hook: a token sees the viewers of the rows (and tenant) it may read
+        return JSONResponse(scopes.visible_presence(relay.presence.snapshot(),
+                                                    request.scope.get(scopes.ASGI_SCOPE_KEY)))
 
     async def healthz(request: Request) -> Response:
         body = health(relay)
         return JSONResponse(body, status_code=200 if body["listener_connected"] else 503)
 
     async def metrics_text(request: Request) -> Response:
+        if not scopes.may_read_metrics(request.scope.get(scopes.ASGI_SCOPE_KEY)):  # scopes hook
+            return JSONResponse({"error": "this token may not read server-wide metrics"},
+                                status_code=403)
         return PlainTextResponse(metrics.render(samples(relay)), media_type=PROMETHEUS_TEXT)
 
     async def client_script(request: Request) -> Response:
@@ -132,8 +138,8 @@ def create_app(relay: Relay, settings: AppSettings) -> ASGIApp:
         routes += demo_api.routes(relay.connections, settings.demo_schema, relay.stream.channel)
 
     app: ASGIApp = Starlette(routes=routes)
-    if settings.token:
-        app = TokenAuth(app, token=settings.token)
+    if settings.token or settings.token_secret:
+        app = TokenAuth(app, scopes.Authenticator(settings.token, settings.token_secret))
     # Outermost, so a browser's preflight (which never carries the token) is answered and a
     # 401 still carries the CORS headers the page needs to read it.
     return CORSMiddleware(app, **cors_options(settings))

@@ -24,6 +24,7 @@ from datetime import datetime
 
 from pgwatch_cli.commands.serve import sse
 from pgwatch_cli.commands.serve.metrics import RelayCounters
+from pgwatch_cli.commands.serve.scopes import ScopedFilters
 from pgwatch_cli.stream.events import ChangeEvent
 from pgwatch_cli.stream.filters import Filters
 
@@ -55,6 +56,8 @@ class Client:
         self._done = done
         self.filters = filters
         self.keys, self.exact = _index_keys(filters)
+        if isinstance(filters, ScopedFilters):  # scopes hook: the token decides per event
+            self.exact = False
         # While the change log is replayed to this client, live frames wait here (seq, frame).
         self.pending: list[tuple[int | None, bytes]] | None = [] if catching_up else None
         self.pending_bytes = 0

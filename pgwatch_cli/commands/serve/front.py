@@ -3,13 +3,13 @@ and everything else to the Starlette app."""
 
 from __future__ import annotations
 
-import hmac
+import dataclasses
 from collections.abc import Awaitable
 
 from aiohttp import web
 from starlette.types import ASGIApp
 
-from pgwatch_cli.commands.serve import logs
+from pgwatch_cli.commands.serve import logs, scopes
 from pgwatch_cli.commands.serve.app import AppSettings, BadRequest, cors_options, stream_request
 from pgwatch_cli.commands.serve.asgi_bridge import AsgiBridge
 from pgwatch_cli.commands.serve.security import host_allowed
@@ -24,7 +24,7 @@ class Front:
         self.settings = settings
         self.rest = AsgiBridge(rest)
         self.bound_host = bound_host
-        self._expected = settings.token.encode() if settings.token else None
+        self.auth = scopes.Authenticator(settings.token, settings.token_secret)
         options = cors_options(settings)
         self._origins = set(options["allow_origins"])
         self._expose = ", ".join(options["expose_headers"])
@@ -32,7 +32,7 @@ class Front:
     # Plain functions that return the coroutine to await: an open stream then keeps one
     # coroutine frame alive (Relay.open's), not three (memory per idle stream).
     def __call__(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
-        if self._expected is None and not host_allowed(request.headers.get("Host"),
+        if not self.auth.enabled and not host_allowed(request.headers.get("Host"),
                                                        self.bound_host):
             response = web.json_response(
                 {"error": "this server answers only to a loopback name or the address it is "
@@ -49,25 +49,29 @@ class Front:
 
     def events(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
         cors = self._cors(request.headers.get("Origin"))
-        if self._expected is not None and not self._authorized(request):
-            return _ready(web.json_response(
-                {"error": "missing or wrong token"}, status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="bookwatch"', **cors}))
+        scope = None
+        if self.auth.enabled:
+            try:
+                scope = self.auth.grant(_presented(request))
+            except scopes.Refused as exc:
+                return _ready(web.json_response(
+                    {"error": str(exc)}, status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="bookwatch"', **cors}))
         try:
             wanted = stream_request(request.query, request.headers.get("Last-Event-ID"))
+            # scopes hook: the token narrows the filters and names the viewer
+            scopes.check_viewer(scope, wanted.viewer)
         except BadRequest as exc:
             return _ready(bad_request(str(exc), cors))
+        except scopes.Forbidden as exc:
+            return _ready(web.json_response({"error": str(exc)}, status=403, headers=cors))
+        if scope is not None:
+            wanted = dataclasses.replace(
+                wanted, filters=scopes.scoped_filters(wanted.filters, scope), scope=scope)
         if request.method == "HEAD":
             return _ready(web.Response(content_type="text/event-stream", headers=cors))
         logs.stream_opened(request)
         return self.relay.open(request, wanted, cors)
-
-    def _authorized(self, request: web.BaseRequest) -> bool:
-        assert self._expected is not None
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        given = credentials.strip() if scheme.lower() == "bearer" else request.query.get("token")
-        # compare_digest: the time taken must not reveal how much of a guess was right.
-        return given is not None and hmac.compare_digest(given.encode(), self._expected)
 
     def _cors(self, origin: str | None) -> dict[str, str]:
         """The headers Starlette's CORS middleware puts on a simple request's answer."""
@@ -80,6 +84,11 @@ class Front:
             return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
                     "Access-Control-Expose-Headers": self._expose}
         return {}
+
+
+def _presented(request: web.BaseRequest) -> str | None:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else request.query.get("token")
 
 
 async def _ready(response: web.StreamResponse) -> web.StreamResponse:

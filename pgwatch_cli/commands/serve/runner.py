@@ -50,6 +50,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
+    token_secret: bytes | None = None  # verifies signed, scoped tokens (--token-secret-file)
     allow_origins: Sequence[str] = field(default_factory=tuple)
     insecure: bool = False
     demo: bool = False
@@ -94,7 +95,8 @@ def serve(options: ServeOptions, *, ready: Callable[[Running], None] = _announce
     Raises ``UsageProblem`` for an unsafe exposure and ``ServerBindFailed`` for a taken port
     before anything else happens.
     """
-    check_exposure(options.host, options.token, options.insecure)
+    check_exposure(options.host, options.token or _signed(options.token_secret),
+                   options.insecure)
     raise_fd_limit()
     if options.demo or options.workers > 1:
         # One clear error here rather than one per worker process.
@@ -110,6 +112,11 @@ def serve(options: ServeOptions, *, ready: Callable[[Running], None] = _announce
         return run_loop(serve_on(options, listening, ready, WorkerInfo()))
     finally:
         listening.close()
+
+
+def _signed(secret: bytes | None) -> str | None:
+    """Signed tokens protect the server as a shared one does (check_exposure)."""
+    return None if secret is None else "signed tokens"
 
 
 MAX_WORKERS = 64
@@ -236,7 +243,8 @@ async def serve_on(
                 heartbeat_s=options.heartbeat_s, max_clients=options.max_clients, worker=worker,
             )
             settings = AppSettings(
-                token=options.token, allow_origins=tuple(options.allow_origins),
+                token=options.token, token_secret=options.token_secret,
+                allow_origins=tuple(options.allow_origins),
                 demo_schema=options.schema if options.demo else None,
             )
             front = Front(relay, settings, create_app(relay, settings), options.host)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import socket
 from urllib.parse import parse_qsl
@@ -10,6 +9,7 @@ from urllib.parse import parse_qsl
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pgwatch_cli.commands.serve.scopes import ASGI_SCOPE_KEY, Authenticator, Refused
 from pgwatch_cli.errors import UsageProblem
 
 # Load balancers and uptime checks probe this without credentials; it reveals no data.
@@ -60,19 +60,20 @@ def presented_token(scope: Scope) -> str | None:
 
 
 class TokenAuth:
-    """ASGI middleware: every path but PUBLIC_PATHS needs the token, else 401."""
+    """ASGI middleware: every path but PUBLIC_PATHS needs the shared token or a signed one,
+    else 401; a signed token's Scope is left in the ASGI scope for the handlers."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
         self.app = app
-        self._expected = token.encode()
+        self._auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
-            given = presented_token(scope)
-            # compare_digest: the time taken must not reveal how much of a guess was right.
-            if given is None or not hmac.compare_digest(given.encode(), self._expected):
+            try:
+                scope[ASGI_SCOPE_KEY] = self._auth.grant(presented_token(scope))
+            except Refused as exc:
                 response = JSONResponse(
-                    {"error": "missing or wrong token"},
+                    {"error": str(exc)},
                     status_code=401,
                     headers={"WWW-Authenticate": 'Bearer realm="bookwatch"'},
                 )
