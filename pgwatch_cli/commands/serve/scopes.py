@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pgwatch_cli.auth import InvalidToken, Scope, TokenExpired, verify
+from pgwatch_cli.auth.scope import facts
 from pgwatch_cli.commands.serve import sse
 from pgwatch_cli.stream.events import ChangeEvent
 from pgwatch_cli.stream.filters import Filters
@@ -78,6 +79,42 @@ class ScopedFilters(Filters):
                 self, event):
             return False
         return self.scope.allows(event)
+
+
+# -- the fan-out's index ---------------------------------------------------------------------
+
+TENANT_INDEX = "tenant"
+IndexKeys = tuple[tuple[str, frozenset[str]], bool]
+
+
+def index_keys(filters: ScopedFilters, unscoped: IndexKeys) -> IndexKeys:
+    """Where the fan-out files a scoped stream (``unscoped``: where its filters alone would
+    put it), and whether being found there is the whole answer.
+
+    A tenant's stream is filed under ``table\x1ftenant`` for each table it may read, so an
+    event only visits the streams of its own tenant, and those need no check of their own:
+    the fan-out costs what it costs with the shared token. Other scoped streams are filed as
+    their filters say and checked one by one."""
+    scope = filters.scope
+    names = filters.tables or scope.tables
+    if scope.tenant is None or names is None:
+        return unscoped[0], False
+    tables = frozenset(name.rsplit(".", 1)[-1] for name in names)
+    everything_bare = tables == names
+    if filters.tables and scope.tables is not None:
+        allowed = frozenset(name.rsplit(".", 1)[-1] for name in scope.tables)
+        tables &= allowed
+        everything_bare = everything_bare and allowed == scope.tables
+    exact = (everything_bare and scope.ids is None
+             and not (filters.actions or filters.ids or filters.actors))
+    keys = frozenset(f"{table}{_TENANT_MARK}{scope.tenant}" for table in tables)
+    return (TENANT_INDEX, keys), exact
+
+
+def tenant_index_key(event: ChangeEvent) -> str | None:
+    """The key under which the streams of ``event``'s table and tenant are filed."""
+    table, _, _, tenant = facts(event)
+    return None if tenant is None else f"{table}{_TENANT_MARK}{tenant}"
 
 
 def scoped_filters(filters: Filters, scope: Scope | None) -> Filters:
