@@ -101,6 +101,15 @@ def test_a_bad_tenant_column_installs_nothing(
         "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'bookwatch%'").fetchone() == (0,)
 
 
+def test_an_excluded_column_cannot_be_the_tenant(
+    bookwatch: Any, dsn: str, hotel_bookings: psycopg.Connection[Any]
+) -> None:
+    result = bookwatch("install-triggers", "--dsn", dsn, "-t", "bookings", "--tenant-column",
+                       "bookings.secret", "--exclude-column", "bookings.secret")
+    assert result.exit_code == 2
+    assert "cannot be both --tenant-column and --exclude-column" in result.stderr
+
+
 def test_two_tenant_columns_for_one_table_are_refused(
     bookwatch: Any, dsn: str, hotel_bookings: psycopg.Connection[Any]
 ) -> None:

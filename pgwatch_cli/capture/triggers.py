@@ -156,6 +156,10 @@ def _config_for(
     if tenant_column is not None and tenant_column not in columns:
         raise MissingTable(f"Table {table} has no column {tenant_column} (--tenant-column). "
                            "Nothing was installed.")
+    if tenant_column is not None and tenant_column in excluded:
+        # Every event carries the tenant's value: it cannot also stay in the database.
+        raise UsageProblem(f"{table}.{tenant_column} cannot be both --tenant-column and "
+                           "--exclude-column.")
     names = tuple(dict.fromkeys(excluded))
     return TriggerConfig(
         channel=channel, mode=mode, primary_key=key, excluded=names,
