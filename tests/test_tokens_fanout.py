@@ -62,6 +62,16 @@ CASES = [
     pytest.param(Filters(), scope(tenant=None), [1, 2, 3, 4, 6, 8], id="no-tenant"),
     pytest.param(Filters.of(ids=["2", "5"]), scope(tables=None, tenant="8"), [2],
                  id="id-filter"),
+    pytest.param(Filters(), scope(tenant=None, ids=("3", "5")), [3], id="ids-no-tenant"),
+    pytest.param(Filters(), scope(tables=None, tenant=None, ids=("3", "5")), [3, 5],
+                 id="ids-any-table"),
+    pytest.param(Filters.of(ids=["2", "5", "6"]), scope(tables=None, tenant=None,
+                                                          ids=("3", "5")), [5],
+                 id="ids-both"),
+    pytest.param(Filters.of(ids=["1", "2"]), scope(tenant=None), [1, 2], id="filter-ids"),
+    pytest.param(Filters.of(actors=["y"]), scope(tenant=None), [], id="actor"),
+    pytest.param(Filters(), scope(tables=None, tenant=None), [1, 2, 3, 4, 5, 6, 7, 8],
+                 id="unrestricted"),
 ]
 
 
@@ -113,5 +123,7 @@ def test_tenant_streams_are_indexed_by_table_and_tenant_and_need_no_check() -> N
     (_, keys), exact = _index_keys(scopes.scoped_filters(Filters.of(actions=["DELETE"]),
                                                          scope()))
     assert keys == {"bookings\x1f7"} and not exact
-    (kind, _), exact = _index_keys(scopes.scoped_filters(Filters(), scope(tenant=None)))
-    assert kind == "all" and not exact
+    (kind, keys), exact = _index_keys(scopes.scoped_filters(Filters(), scope(tenant=None)))
+    assert (kind, keys, exact) == ("table", {"bookings"}, True)
+    (kind, keys), exact = _index_keys(scopes.scoped_filters(Filters(), scope(ids=("5",))))
+    assert (kind, keys, exact) == (scopes.TENANT_INDEX, {"bookings\x1f7"}, False)

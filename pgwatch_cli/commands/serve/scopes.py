@@ -10,6 +10,7 @@ fan-out's and the replay's ``matches``; ``expire_at`` for the token's end), pres
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac
 import json
 from collections.abc import Mapping
@@ -92,13 +93,16 @@ def index_keys(filters: ScopedFilters, unscoped: IndexKeys) -> IndexKeys:
     put it), and whether being found there is the whole answer.
 
     A tenant's stream is filed under ``table\x1ftenant`` for each table it may read, so an
-    event only visits the streams of its own tenant, and those need no check of their own:
-    the fan-out costs what it costs with the shared token. Other scoped streams are filed as
-    their filters say and checked one by one."""
+    event only visits the streams of its own tenant; a stream scoped to rows, under those
+    rows; one scoped to tables, under those tables. Where the index says everything (no
+    other filter, no schema-qualified name) the stream needs no check of its own, and the
+    fan-out costs what it costs with the shared token."""
     scope = filters.scope
     names = filters.tables or scope.tables
-    if scope.tenant is None or names is None:
-        return unscoped[0], False
+    if names is None:  # every table
+        if scope.ids is not None:
+            return ("id", filters.ids & scope.ids if filters.ids else scope.ids), False
+        return unscoped[0], unscoped[1] and scope.tenant is None
     tables = frozenset(name.rsplit(".", 1)[-1] for name in names)
     everything_bare = tables == names
     if filters.tables and scope.tables is not None:
@@ -107,8 +111,20 @@ def index_keys(filters: ScopedFilters, unscoped: IndexKeys) -> IndexKeys:
         everything_bare = everything_bare and allowed == scope.tables
     exact = (everything_bare and scope.ids is None
              and not (filters.actions or filters.ids or filters.actors))
-    keys = frozenset(f"{table}{_TENANT_MARK}{scope.tenant}" for table in tables)
-    return (TENANT_INDEX, keys), exact
+    if scope.tenant is not None:
+        return (TENANT_INDEX, _interned(frozenset(
+            f"{table}{_TENANT_MARK}{scope.tenant}" for table in tables))), exact
+    if scope.ids is not None:
+        return ("id", filters.ids & scope.ids if filters.ids else scope.ids), False
+    if filters.ids:  # more selective than the tables
+        return unscoped[0], False
+    return ("table", _interned(tables)), exact
+
+
+@functools.lru_cache(maxsize=4096)
+def _interned(keys: frozenset[str]) -> frozenset[str]:
+    """Thousands of streams of one tenant share one set of index keys."""
+    return keys
 
 
 def tenant_index_key(event: ChangeEvent) -> str | None:
