@@ -3,6 +3,7 @@ for the fan-out's hot loop (sets built once per token, the event's facts once pe
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ class ClaimProblem(ValueError):
     """A claim a scope cannot be built from."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Scope:
     """``tables`` None: every table; ``ids`` None: every row; ``tenant`` None: rows of any
     tenant and rows without one. A tenant-scoped token sees only events carrying its tenant."""
@@ -44,7 +45,7 @@ class Scope:
         expires = claims.get("exp")
         if not isinstance(expires, int | float) or isinstance(expires, bool):
             raise ClaimProblem("the token's 'exp' claim must be a number")
-        return cls(sub=sub, tables=None if ALL_TABLES in tables else frozenset(tables),
+        return cls(sub=sub, tables=None if ALL_TABLES in tables else _table_set(tuple(tables)),
                    ids=None if ids is None else frozenset(ids), tenant=tenant_text,
                    expires_at=float(expires))
 
@@ -69,6 +70,12 @@ class Scope:
         if self.tables is not None and table not in self.tables:
             return False
         return self.ids is None or row in self.ids
+
+
+@functools.lru_cache(maxsize=1024)
+def _table_set(tables: tuple[str, ...]) -> frozenset[str]:
+    """One set for the thousands of open streams whose tokens name the same tables."""
+    return frozenset(tables)
 
 
 def tenant_text(value: Any) -> str | None:
