@@ -52,6 +52,22 @@ def server_url(tenant_dsn: str) -> Iterator[str]:
         yield server.url
 
 
+def test_the_demo_api_is_not_for_scoped_tokens(demo_dsn: str) -> None:
+    """It lists and writes every booking, whatever the token: only the shared token or an
+    unrestricted one may use it."""
+    with running_server(demo_dsn, token_secret=SECRET, demo=True) as server:
+        def status(who: str, path: str = "/api/bookings") -> int:
+            return httpx.get(server.url + path, params={"token": who}, timeout=10).status_code
+
+        assert status(token(tenant=7)) == 403
+        assert status(token(tables=("bookings",)), "/api/bookings/123") == 403
+        put = httpx.put(server.url + "/api/bookings/123", params={"token": token(ids=[123])},
+                        json={}, timeout=10)
+        assert put.status_code == 403
+        assert status(token(tables=("*",))) == 200
+        assert status(token(tenant=7), "/bookwatch.js") == 200
+
+
 def write_both_tenants(conn: psycopg.Connection[Any]) -> int:
     """One change to a row of each tenant and one to a table without tenants; the last seq."""
     conn.execute("UPDATE bookings SET price = price + 1 WHERE id = 1")  # tenant 8

@@ -120,9 +120,6 @@ def create_app(relay: Relay, settings: AppSettings) -> ASGIApp:
         return JSONResponse(body, status_code=200 if body["listener_connected"] else 503)
 
     async def metrics_text(request: Request) -> Response:
-        if not scopes.may_read_metrics(request.scope.get(scopes.ASGI_SCOPE_KEY)):  # scopes hook
-            return JSONResponse({"error": "this token may not read server-wide metrics"},
-                                status_code=403)
         return PlainTextResponse(metrics.render(samples(relay)), media_type=PROMETHEUS_TEXT)
 
     async def client_script(request: Request) -> Response:

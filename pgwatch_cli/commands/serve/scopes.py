@@ -4,7 +4,7 @@ its token lets it see (SPEC "bookwatch serve", Security).
 The rest of serve calls in at a few marked hooks (search for ``scopes.``): the front door
 (``Authenticator``), ``GET /events`` (``scoped_request``, whose filters carry the scope into the
 fan-out's and the replay's ``matches``; ``expire_at`` for the token's end), presence
-(``presence_key``, ``shown_entity``, ``visible_presence``) and ``/metrics`` (``may_read_metrics``).
+(``presence_key``, ``shown_entity``, ``visible_presence``) and the other paths (``refusal``).
 """
 
 from __future__ import annotations
@@ -183,10 +183,16 @@ def visible_presence(snapshot: Mapping[str, list[str]],
 # -- the rest -------------------------------------------------------------------------------
 
 
-def may_read_metrics(scope: Scope | None) -> bool:
-    """Server-wide figures (clients, events of every tenant) are for the shared token or an
-    unrestricted signed one (``--table '*'``, no tenant, no ids)."""
-    return scope is None or scope.unrestricted
+# Paths whose answers are not filtered per token — server-wide figures (clients and events of
+# every tenant) and the demo's API (every booking, and writes to any) — are only for the
+# shared token or an unrestricted signed one (``--table '*'``, no tenant, no ids).
+def refusal(path: str, scope: Scope | None) -> str | None:
+    """Why a request for ``path`` with this token is forbidden (403); None: it is not."""
+    if scope is None or scope.unrestricted:
+        return None
+    if path == "/metrics" or path.startswith("/api/"):
+        return f"this token may not use {path}: it is scoped (tables, rows or tenant)"
+    return None
 
 
 def expired_frame() -> bytes:

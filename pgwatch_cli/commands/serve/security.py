@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pgwatch_cli.commands.serve.scopes import ASGI_SCOPE_KEY, Authenticator, Refused
+from pgwatch_cli.commands.serve.scopes import ASGI_SCOPE_KEY, Authenticator, Refused, refusal
 from pgwatch_cli.errors import UsageProblem
 
 # Load balancers and uptime checks probe this without credentials; it reveals no data.
@@ -70,7 +70,7 @@ class TokenAuth:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
             try:
-                scope[ASGI_SCOPE_KEY] = self._auth.grant(presented_token(scope))
+                granted = scope[ASGI_SCOPE_KEY] = self._auth.grant(presented_token(scope))
             except Refused as exc:
                 response = JSONResponse(
                     {"error": str(exc)},
@@ -78,6 +78,10 @@ class TokenAuth:
                     headers={"WWW-Authenticate": 'Bearer realm="bookwatch"'},
                 )
                 await response(scope, receive, send)
+                return
+            forbidden = refusal(scope["path"], granted)
+            if forbidden is not None:
+                await JSONResponse({"error": forbidden}, status_code=403)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
