@@ -23,6 +23,12 @@ process group; ``{dsn}`` and ``{port}`` in it are replaced, and ``DATABASE_URL``
 and ``/healthz`` (with ``"clients"``). CPU and memory are those of its whole process tree.
 A run that measured no latency at all exits 1: a benchmark that silently measures nothing is
 worse than none.
+
+``--scoped-tokens MODE`` measures serve's per-client token check (every event carries tenant 7):
+``shared`` (one ``--token`` for all), ``same-tenant`` (each client its own signed token for
+tenant 7: every event passes every check) or ``own-tenant`` (each client its own tenant; the
+probes keep tenant 7, so latency is still measured). ``benchmarks/scoped_tokens.py`` runs
+them side by side.
 """
 
 from __future__ import annotations
@@ -116,8 +122,22 @@ class Reader(asyncio.Protocol):
         self.closed = True
 
 
+def client_token(number: int, probe: bool, scoped: str | None, secret: str) -> str | None:
+    """The token client ``number`` presents in ``--scoped-tokens`` runs (None: no token)."""
+    if scoped is None:
+        return None
+    if scoped == "shared":
+        return secret
+    from pgwatch_cli.auth import mint
+
+    tenant = 7 if scoped == "same-tenant" or probe else 1000 + number
+    return mint(secret.encode(), sub=f"client{number}", tables=["sse_load"], tenant=tenant,
+                ttl_s=3600)
+
+
 async def run_clients(
-    host: str, port: int, count: int, probe_every: int, stop: Any, report: Any, index: int
+    host: str, port: int, count: int, probe_every: int, stop: Any, report: Any, index: int,
+    scoped: str | None = None, secret: str = "",
 ) -> None:
     loop = asyncio.get_running_loop()
     latencies: list[tuple[int, float, float]] = []
@@ -129,7 +149,10 @@ async def run_clients(
     async def connect(number: int) -> None:
         nonlocal failed
         async with gate:
-            reader = Reader(number % probe_every == 0, latencies, request)
+            probe = number % probe_every == 0
+            token = client_token(number * 8 + index, probe, scoped, secret)
+            reader = Reader(probe, latencies, request if token is None else request.replace(
+                b"?table=sse_load", b"?table=sse_load&token=" + token.encode()))
             try:
                 await loop.create_connection(lambda: reader, host, port)
             except OSError:
@@ -156,9 +179,9 @@ async def run_clients(
 
 
 def client_process(host: str, port: int, count: int, probe_every: int, stop: Any,
-                   report: Any, index: int) -> None:
+                   report: Any, index: int, scoped: str | None = None, secret: str = "") -> None:
     raise_fd_limit()
-    main = run_clients(host, port, count, probe_every, stop, report, index)
+    main = run_clients(host, port, count, probe_every, stop, report, index, scoped, secret)
     try:  # the clients share the machine with the server: the cheaper they are, the better
         import uvloop
     except ImportError:
@@ -171,7 +194,7 @@ def client_process(host: str, port: int, count: int, probe_every: int, stop: Any
 # -- the database and the server -----------------------------------------------------------
 
 
-def prepare_database(admin_dsn: str, durable: bool) -> str:
+def prepare_database(admin_dsn: str, durable: bool, tenant: bool = False) -> str:
     from pgwatch_cli.capture import triggers
     from pgwatch_cli.capture.tables import TableRef
     from pgwatch_cli.defaults import DEFAULT_CHANNEL
@@ -181,12 +204,14 @@ def prepare_database(admin_dsn: str, durable: bool) -> str:
         conn.execute(f"CREATE DATABASE {SCRATCH_DB}")
     dsn = as_url(psycopg.conninfo.conninfo_to_dict(admin_dsn), SCRATCH_DB)
     with psycopg.connect(dsn) as conn:
-        conn.execute("CREATE TABLE sse_load (id integer PRIMARY KEY, n integer NOT NULL)")
+        conn.execute("CREATE TABLE sse_load (id integer PRIMARY KEY, n integer NOT NULL"
+                     + (", tenant integer NOT NULL DEFAULT 7)" if tenant else ")"))
         conn.execute("INSERT INTO sse_load VALUES (1, 0)")
         conn.commit()
+        table = TableRef("public", "sse_load")
         triggers.run(conn, lambda: triggers.plan_install(
-            conn, [TableRef("public", "sse_load")], channel=DEFAULT_CHANNEL,
-            durable=durable, excluded={}))
+            conn, [table], channel=DEFAULT_CHANNEL, durable=durable, excluded={},
+            tenant_columns={table: "tenant"} if tenant else None))
     return dsn
 
 
@@ -209,6 +234,8 @@ def start_server(dsn: str, args: argparse.Namespace) -> tuple[subprocess.Popen[s
     """``bookwatch serve`` (or ``--server-cmd``) on a free port; returns it and its URL."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": dsn, "PORT": str(port), "HOST": "127.0.0.1"}
+    if args.scoped_tokens:  # the shared token, and the secret signed ones are checked with
+        env.update(BOOKWATCH_TOKEN=args.token_secret, BOOKWATCH_TOKEN_SECRET=args.token_secret)
     if args.server_cmd:
         command = args.server_cmd.replace("{dsn}", dsn).replace("{port}", str(port))
         process = subprocess.Popen(command, shell=True, env=env, start_new_session=True,
@@ -300,12 +327,12 @@ def percentile(values: list[float], share: float) -> float | None:
 
 def clients_open(url: str) -> int:
     """Open streams as the server counts them (all workers' when it has several)."""
-    health = httpx.get(url + "/healthz", timeout=30).json()
+    health = httpx.get(url + "/healthz", timeout=30, headers=_AUTH).json()
     return int(health.get("clients_all_workers", health["clients"]))
 
 
 def metric(url: str, name: str) -> float:
-    response = httpx.get(url + "/metrics", timeout=30)
+    response = httpx.get(url + "/metrics", timeout=30, headers=_AUTH)
     if response.status_code != 200:  # a peer without metrics
         return float("nan")
     for line in response.text.splitlines():
@@ -316,10 +343,15 @@ def metric(url: str, name: str) -> float:
 
 # -- the run --------------------------------------------------------------------------------
 
+_AUTH: dict[str, str] = {}  # the shared token in --scoped-tokens runs (for /metrics)
+
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit()
-    dsn = prepare_database(args.dsn, args.durable)
+    if args.scoped_tokens:
+        args.token_secret = os.urandom(24).hex()
+        _AUTH["Authorization"] = f"Bearer {args.token_secret}"
+    dsn = prepare_database(args.dsn, args.durable, tenant=bool(args.scoped_tokens))
     try:
         server, url = start_server(dsn, args)
     except BaseException:
@@ -329,7 +361,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     proc = psutil.Process(server.pid)
     result: dict[str, Any] = {"server": args.server_cmd or f"bookwatch serve --workers "
                               f"{args.workers}", "clients": args.clients, "rate": args.rate,
-                              "duration_s": args.duration, "client_processes": args.procs}
+                              "duration_s": args.duration, "client_processes": args.procs,
+                              "scoped_tokens": args.scoped_tokens}
     context = mp.get_context("spawn")
     stop, report = context.Event(), context.Queue()
     workers = []
@@ -342,7 +375,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for index in range(args.procs):
             count = share + (args.clients - share * args.procs if index == 0 else 0)
             worker = context.Process(target=client_process, args=(
-                host, int(port), count, probe_every, stop, report, index))
+                host, int(port), count, probe_every, stop, report, index, args.scoped_tokens,
+                getattr(args, "token_secret", "")))
             worker.start()
             workers.append(worker)
         connected, failed, connect_s = 0, 0, 0.0
@@ -492,6 +526,8 @@ def main() -> None:
                         help="install durable triggers (--no-durable: notify mode, which a "
                         "relay that reads NOTIFY payloads needs)")
     parser.add_argument("--max-clients", type=int, default=20000)
+    parser.add_argument("--scoped-tokens", choices=("shared", "same-tenant", "own-tenant"),
+                        default=None, help="clients present tokens (see above)")
     args = parser.parse_args()
     if not 1 <= args.clients <= args.max_clients or not 0 < args.duration <= 120:
         parser.error("--clients must be 1..--max-clients and --duration at most 120 s")

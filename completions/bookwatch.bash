@@ -27,7 +27,7 @@ _bookwatch() {
             if [[ $cur == -* ]]; then
                 _bookwatch_reply -W "--debug --help --version -h"
             else
-                _bookwatch_reply -W "bench init-demo install-triggers prune relay remove-triggers serve simulate status tail"
+                _bookwatch_reply -W "bench init-demo install-triggers prune relay remove-triggers serve simulate status tail token"
             fi
             ;;
         bench)
@@ -54,11 +54,11 @@ _bookwatch() {
             ;;
         install-triggers)
             case "$prev" in
-                --channel|--dsn|--exclude-column|--retention|--schema|--table|-t) COMPREPLY=(); return ;;
+                --channel|--dsn|--exclude-column|--retention|--schema|--table|--tenant-column|-t) COMPREPLY=(); return ;;
                 --mode) _bookwatch_reply -W "auto log notify wal"; return ;;
             esac
             if [[ $cur == -* ]]; then
-                _bookwatch_reply -W "--channel --dry-run --dsn --durable --embedded --exclude-column --help --mode --no-durable --retention --schema --table -h -t"
+                _bookwatch_reply -W "--channel --dry-run --dsn --durable --embedded --exclude-column --help --mode --no-durable --retention --schema --table --tenant-column -h -t"
             else
                 COMPREPLY=()
             fi
@@ -95,10 +95,10 @@ _bookwatch() {
             ;;
         serve)
             case "$prev" in
-                --allow-origin|--channel|--client-buffer|--dsn|--heartbeat|--host|--max-clients|--max-lag|--port|--schema|--token|--workers) COMPREPLY=(); return ;;
+                --allow-origin|--channel|--client-buffer|--dsn|--heartbeat|--host|--max-clients|--max-lag|--port|--schema|--token|--token-secret-file|--workers) COMPREPLY=(); return ;;
             esac
             if [[ $cur == -* ]]; then
-                _bookwatch_reply -W "--allow-origin --channel --client-buffer --demo --dsn --embedded --heartbeat --help --host --insecure --max-clients --max-lag --no-relay --port --schema --token --workers -h"
+                _bookwatch_reply -W "--allow-origin --channel --client-buffer --demo --dsn --embedded --heartbeat --help --host --insecure --max-clients --max-lag --no-relay --port --schema --token --token-secret-file --workers -h"
             else
                 COMPREPLY=()
             fi
@@ -131,6 +131,16 @@ _bookwatch() {
             esac
             if [[ $cur == -* ]]; then
                 _bookwatch_reply -W "--action --actor --channel --count --dsn --embedded --help --id --json --no-relay --since --table --timeout -a -h -t"
+            else
+                COMPREPLY=()
+            fi
+            ;;
+        token)
+            case "$prev" in
+                --id|--sub|--table|--tenant|--token-secret-file|--ttl|-t) COMPREPLY=(); return ;;
+            esac
+            if [[ $cur == -* ]]; then
+                _bookwatch_reply -W "--help --id --sub --table --tenant --token-secret-file --ttl -h -t"
             else
                 COMPREPLY=()
             fi

@@ -16,6 +16,7 @@ complete -c bookwatch -n '__fish_use_subcommand' -a serve -d 'Relay change event
 complete -c bookwatch -n '__fish_use_subcommand' -a simulate -d 'Play an edit conflict three ways (baseline, refresh, merge) on a scratch schema.'
 complete -c bookwatch -n '__fish_use_subcommand' -a status -d 'Show capture triggers and modes, the change log, the relay slot and the queue.'
 complete -c bookwatch -n '__fish_use_subcommand' -a tail -d 'Stream change events live: a table on a terminal, JSON lines when piped.'
+complete -c bookwatch -n '__fish_use_subcommand' -a token -d 'Mint a signed token scoped to a viewer, tables, rows and a tenant (printed alone).'
 
 # bench
 complete -c bookwatch -n '__fish_seen_subcommand_from bench' -l dsn -x -d 'PostgreSQL connection string (URI or key=value). Default: $BOOKWATCH_DSN, $DATABASE_URL, the libpq environment (PGHOST…), else the embedded server. Prefer the environment variables: a --dsn value is visible to other users in ps.'
@@ -56,6 +57,7 @@ complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l no-du
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l retention -x -d 'How long the change log keeps events, e.g. 7d, 12h (stored in the database; default 7d when first installed).'
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l schema -x -d 'Schema for table names given without one.'
 complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l table -s t -x -d 'Capture this table (repeatable; default: bookings, guests, rooms); NAME or SCHEMA.NAME.'
+complete -c bookwatch -n '__fish_seen_subcommand_from install-triggers' -l tenant-column -x -d 'Events of TABLE carry this column\'s value as "tenant", for serve\'s tenant-scoped tokens (repeatable, one per table).'
 
 # prune
 complete -c bookwatch -n '__fish_seen_subcommand_from prune' -l dry-run -d 'Say how many events would go; delete nothing.'
@@ -97,6 +99,7 @@ complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l no-relay -d 'Nev
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l port -x -d 'Port to listen on (0: any free).'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l schema -x -d 'Schema of the demo tables (with --demo).'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l token -x -d 'Require this bearer token (header, or ?token= for EventSource; on a non-loopback --host at least 16 characters, 8 different). Prefer $BOOKWATCH_TOKEN: a --token value is visible to other users in ps.'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l token-secret-file -x -d 'File holding the HS256 secret of signed, scoped tokens (at least 32 bytes, not world-readable). Default: the secret itself in $BOOKWATCH_TOKEN_SECRET.'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l workers -x -d 'Processes serving the port (auto: one per CPU).'
 
 # simulate
@@ -132,3 +135,12 @@ complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l no-relay -d 'Neve
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l since -x -d 'First replay logged events with seq > SEQ.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l table -s t -x -d 'Only this table (repeatable); NAME or SCHEMA.NAME.'
 complete -c bookwatch -n '__fish_seen_subcommand_from tail' -l timeout -x -d 'Exit after this many seconds.'
+
+# token
+complete -c bookwatch -n '__fish_seen_subcommand_from token' -l help -s h -d 'Show this message and exit.'
+complete -c bookwatch -n '__fish_seen_subcommand_from token' -l id -x -d 'Only this row (repeatable).'
+complete -c bookwatch -n '__fish_seen_subcommand_from token' -l sub -x -d 'Who holds the token (the viewer\'s name).'
+complete -c bookwatch -n '__fish_seen_subcommand_from token' -l table -s t -x -d 'A table the token may read (repeatable; * for every table).'
+complete -c bookwatch -n '__fish_seen_subcommand_from token' -l tenant -x -d 'Only events of this tenant (see install-triggers --tenant-column).'
+complete -c bookwatch -n '__fish_seen_subcommand_from token' -l token-secret-file -x -d 'File holding the HS256 secret of signed, scoped tokens (at least 32 bytes, not world-readable). Default: the secret itself in $BOOKWATCH_TOKEN_SECRET.'
+complete -c bookwatch -n '__fish_seen_subcommand_from token' -l ttl -x -d 'How long the token is valid: 90s, 15m, 1h, 7d.'

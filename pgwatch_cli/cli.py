@@ -48,6 +48,16 @@ R = TypeVar("R")
 
 # -- shared options ----------------------------------------------------------------------------
 
+TokenSecretFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token-secret-file", metavar="PATH", show_default=False,
+        help="File holding the HS256 secret of signed, scoped tokens (at least 32 bytes, not "
+        "world-readable). Default: the secret itself in $BOOKWATCH_TOKEN_SECRET.",
+    ),
+]
+
+
 DsnOption = Annotated[
     str | None,
     typer.Option(
@@ -276,6 +286,15 @@ def install_triggers(
             show_default=False,
         ),
     ] = None,
+    tenant_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tenant-column", metavar="TABLE.COLUMN",
+            help="Events of TABLE carry this column's value as \"tenant\", for serve's "
+            "tenant-scoped tokens (repeatable, one per table).",
+            show_default=False,
+        ),
+    ] = None,
     dry_run: DryRunOption = False,
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
@@ -286,6 +305,7 @@ def install_triggers(
 
     tables = _tables(table, schema, DEFAULT_TABLES)
     excluded = triggers.parse_exclusions(exclude_column or [], tables, schema)
+    tenants = triggers.parse_tenant_columns(tenant_column or [], tables, schema)
     triggers.check_channel(channel)
     requested = _requested_mode(mode, durable)
     interval = None if retention_option is None else retention.to_interval(retention_option)
@@ -294,7 +314,7 @@ def install_triggers(
             conn,
             lambda: triggers.plan_install(
                 conn, tables, channel=channel, mode=requested, excluded=excluded,
-                retention=interval,
+                tenant_columns=tenants, retention=interval,
             ),
             dry_run=dry_run,
         )
@@ -377,10 +397,13 @@ def _print_status(current: capture_status.Status) -> None:
         stdout.print("No bookwatch triggers installed.")
     else:
         grid = Table(title="bookwatch triggers", title_justify="left")
-        for heading in ("table", "trigger", "mode", "channel", "primary key", "excluded"):
+        # Shown only where used: most installs have no tenant column.
+        tenants = any(trigger.config.tenant_column for trigger in current.triggers)
+        headings = ("table", "trigger", "mode", "channel", "primary key", "excluded")
+        for heading in (*headings, "tenant") if tenants else headings:
             grid.add_column(heading, overflow="fold")
         for trigger in current.triggers:
-            grid.add_row(  # names from the database: literal (console.literal)
+            cells = [  # names from the database: literal (console.literal)
                 literal(str(trigger.table))
                 + (" (partitioned)" if trigger.config.partitioned else ""),
                 "[green]enabled[/green]" if trigger.enabled else "[red]disabled[/red]",
@@ -388,7 +411,10 @@ def _print_status(current: capture_status.Status) -> None:
                 literal(trigger.config.channel),
                 literal(", ".join(trigger.config.primary_key)),
                 literal(", ".join(trigger.config.excluded) or "-"),
-            )
+            ]
+            if tenants:
+                cells.append(literal(trigger.config.tenant_column or "-"))
+            grid.add_row(*cells)
         stdout.print(grid)
     log = current.log
     if log is None:
@@ -816,6 +842,7 @@ def serve(
                             help="Reset clients instead of relaying events older than this "
                             "(0: never).")
     ] = 10.0,
+    token_secret_file: TokenSecretFileOption = None,
     no_relay: NoRelayOption = False,
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
@@ -828,10 +855,12 @@ def serve(
 
     triggers.check_channel(channel)
     processes = server.parse_workers(workers)
+    secret = _token_secret(token_secret_file)
     # Refuse an unsafe exposure before touching the database.
-    server.check_exposure(host, token or None, insecure)
+    server.check_exposure(host, token or (None if secret is None else "signed"), insecure)
     options = server.ServeOptions(
         dsn=database(dsn, embedded), host=host, port=port, token=token or None,
+        token_secret=secret,
         allow_origins=tuple(allow_origin or ()), insecure=insecure, demo=demo_page,
         schema=schema, channel=channel, heartbeat_s=heartbeat, client_buffer=client_buffer,
         workers=processes, max_clients=max_clients, max_lag_s=max_lag, relay=not no_relay,
@@ -845,6 +874,51 @@ def serve(
         raise KeyboardInterrupt
     if stopped_by == signal.SIGHUP:  # SIGTERM is serve's normal stop: exit 0
         raise lifecycle.Terminated(signal.SIGHUP)
+
+
+@app.command()
+@guarded
+def token(
+    sub: Annotated[str, typer.Option("--sub", metavar="NAME", show_default=False,
+                                     help="Who holds the token (the viewer's name).")],
+    table: Annotated[list[str], typer.Option(
+        "--table", "-t", metavar="TABLE", show_default=False,
+        help="A table the token may read (repeatable; * for every table).")],
+    tenant: Annotated[str | None, typer.Option(
+        "--tenant", metavar="TENANT", show_default=False,
+        help="Only events of this tenant (see install-triggers --tenant-column).")] = None,
+    row_id: Annotated[list[str] | None, typer.Option(
+        "--id", metavar="ID", show_default=False,
+        help="Only this row (repeatable).")] = None,
+    ttl: Annotated[str, typer.Option(
+        "--ttl", metavar="DURATION", help="How long the token is valid: 90s, 15m, 1h, 7d.")
+    ] = "1h",
+    token_secret_file: TokenSecretFileOption = None,
+) -> None:
+    """Mint a signed token scoped to a viewer, tables, rows and a tenant (printed alone)."""
+    from pgwatch_cli import auth
+    from pgwatch_cli.auth.tokens import InvalidToken, parse_ttl
+
+    seconds = parse_ttl(ttl)
+    secret = auth.load_secret(token_secret_file)
+    try:
+        minted = auth.mint(secret, sub=sub, tables=table, ids=row_id or (), tenant=tenant,
+                           ttl_s=seconds)
+    except InvalidToken as exc:
+        raise UsageProblem(f"Cannot mint that token: {exc}.") from None
+    typer.echo(minted)
+
+
+def _token_secret(path: str | None) -> bytes | None:
+    """serve's signing secret: from the file, else $BOOKWATCH_TOKEN_SECRET, else none."""
+    import os
+
+    from pgwatch_cli import auth
+    from pgwatch_cli.auth.secret import ENV_VAR
+
+    if path is None and not os.environ.get(ENV_VAR):
+        return None
+    return auth.load_secret(path)
 
 
 def main() -> None:

@@ -295,6 +295,7 @@ GRANT EXECUTE ON FUNCTION bookwatch.append_log(oid, text, text) TO PUBLIC;
 --   TG_ARGV[4+n]            m, the number of excluded columns
 --   TG_ARGV[5+n .. 4+n+m]   excluded column names at install time
 --   TG_ARGV[5+n+m .. 4+n+2m] their attribute numbers, so a renamed column stays excluded
+--   TG_ARGV[5+n+2m]         optional: the tenant column, whose value events carry as "tenant"
 -- Keeping this in the trigger definition spares a catalog lookup on every row.
 -- It runs as the writer, so its search_path is pinned: with the writer's, a function or operator
 -- planted in a schema the writer can reach (public on PostgreSQL <= 14) that matches a call
@@ -315,6 +316,7 @@ DECLARE
     col      text;
     head     text;
     tail     text;
+    tenant   text;
     payload  text;
 BEGIN
     -- Runs for every written row, so the body stays lean: plain expressions where possible
@@ -390,7 +392,18 @@ BEGIN
          || ',"actor":' || to_json(coalesce(nullif(current_setting('bookwatch.actor', true), ''),
                                             nullif(current_setting('application_name', true), ''),
                                             current_user::text));
-    tail := ',"txid":' || pg_current_xact_id()::text
+    -- The tenant goes in the tail, which every truncated form below keeps: serve's scoped
+    -- tokens need it on every event of the table. Absent argument: NULL, no key.
+    tenant := TG_ARGV[5 + keys + 2 * excluded];
+    IF tenant IS NOT NULL THEN
+        tenant := ',"tenant":' || coalesce((row_new -> tenant)::text, 'null');
+        IF octet_length(tenant) > 300 THEN
+            -- Would crowd the 8000-byte NOTIFY limit; an event without its tenant reaches
+            -- no tenant-scoped token, which is the safe side.
+            tenant := ',"tenant":null';
+        END IF;
+    END IF;
+    tail := coalesce(tenant, '') || ',"txid":' || pg_current_xact_id()::text
          || ',"timestamp":"'
          || to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
          || '"}';

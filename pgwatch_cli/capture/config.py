@@ -26,6 +26,8 @@ class TriggerConfig:
     # Attribute numbers of the excluded columns when installed: a renamed column stays excluded.
     excluded_attnums: tuple[int, ...] = ()
     partitioned: bool = False
+    # The column whose value events carry as "tenant" (install-triggers --tenant-column).
+    tenant_column: str | None = None
     # Read from a version 1 trigger: must be rewritten for the current capture function.
     legacy: bool = False
 
@@ -39,6 +41,8 @@ class TriggerConfig:
             str(len(self.excluded)),
             *self.excluded,
             *(str(attnum) for attnum in self.excluded_attnums),
+            # Last and optional: triggers installed before it have no such argument.
+            *([self.tenant_column] if self.tenant_column else []),
         ]
 
     @classmethod
@@ -56,13 +60,14 @@ class TriggerConfig:
         key_count = int(args[3])
         excluded_count = int(args[4 + key_count])
         names_start = 5 + key_count
+        attnums_start = names_start + excluded_count
+        tenant_at = attnums_start + excluded_count
         return cls(
             channel=args[0],
             mode=Mode(args[1]),
             partitioned=args[2] == "partitioned",
             primary_key=tuple(args[4 : 4 + key_count]),
             excluded=tuple(args[names_start : names_start + excluded_count]),
-            excluded_attnums=tuple(
-                int(attnum) for attnum in args[names_start + excluded_count :]
-            ),
+            excluded_attnums=tuple(int(attnum) for attnum in args[attnums_start:tenant_at]),
+            tenant_column=args[tenant_at] if len(args) > tenant_at and args[tenant_at] else None,
         )

@@ -46,6 +46,7 @@ class InstalledTrigger:
             "channel": self.config.channel,
             "primary_key": list(self.config.primary_key),
             "excluded_columns": list(self.config.excluded),
+            "tenant_column": self.config.tenant_column,
             "partitioned": self.config.partitioned,
         }
 
@@ -131,7 +132,7 @@ def _lookup(
 
 def _config_for(
     conn: psycopg.Connection[Any], table: TableRef, channel: str, mode: Mode,
-    excluded: Sequence[str],
+    excluded: Sequence[str], tenant_column: str | None = None,
 ) -> TriggerConfig | None:
     """Validate one table and describe its trigger: None when there is no such table; raises
     for a table that cannot be watched."""
@@ -162,10 +163,18 @@ def _config_for(
     bad = [column for column in excluded if column not in columns]
     if bad:
         raise MissingTable(f"Table {table} has no column {', '.join(bad)}.")
+    if tenant_column is not None and tenant_column not in columns:
+        raise MissingTable(f"Table {table} has no column {tenant_column} (--tenant-column). "
+                           "Nothing was installed.")
+    if tenant_column is not None and tenant_column in excluded:
+        # Every event carries the tenant's value: it cannot also stay in the database.
+        raise UsageProblem(f"{table}.{tenant_column} cannot be both --tenant-column and "
+                           "--exclude-column.")
     names = tuple(dict.fromkeys(excluded))
     return TriggerConfig(
         channel=channel, mode=mode, primary_key=key, excluded=names,
         excluded_attnums=tuple(columns[name] for name in names), partitioned=kind == "p",
+        tenant_column=tenant_column,
     )
 
 
@@ -175,6 +184,7 @@ def plan_install(
     *,
     channel: str,
     excluded: dict[TableRef, list[str]],
+    tenant_columns: dict[TableRef, str] | None = None,
     mode: str = "auto",
     durable: bool | None = None,
     retention: str | None = None,
@@ -192,11 +202,18 @@ def plan_install(
         raise UsageProblem(
             f"--exclude-column names a table that is not being installed: {', '.join(unknown)}."
         )
+    tenant_columns = tenant_columns or {}
+    unknown = [str(table) for table in tenant_columns if table not in tables]
+    if unknown:
+        raise UsageProblem(
+            f"--tenant-column names a table that is not being installed: {', '.join(unknown)}."
+        )
     chosen, reason = modes.resolve(conn, mode)
     wanted: dict[TableRef, TriggerConfig] = {}
     missing = []
     for table in tables:
-        config = _config_for(conn, table, channel, chosen, excluded.get(table, []))
+        config = _config_for(conn, table, channel, chosen, excluded.get(table, []),
+                             tenant_columns.get(table))
         if config is None:
             missing.append(str(table))
         else:
@@ -214,8 +231,6 @@ def plan_install(
             plan.note("log mode: every writer's commit appends to the change log under one "
                       "lock, so commits queue there under load; see the README section "
                       "\"Capture modes\"")
-    if chosen is Mode.WAL and slot_limits.wal_keep_size(conn) == -1:
-        plan.note(f"warning: {slot_limits.keep_size_warning()}")
     upgrade, upgrade_actions = migrations.plan(conn)
     plan.statements.extend(upgrade)
     for action in upgrade_actions:
@@ -236,7 +251,7 @@ def plan_install(
         if (old.config.legacy or _wal_v2(old)) and table not in wanted:
             # An older schema's trigger: same behaviour, rewritten for this version.
             converted = _config_for(conn, table, old.config.channel, old.config.mode,
-                                    old.config.excluded)
+                                    old.config.excluded, old.config.tenant_column)
             assert converted is not None  # the trigger is on it, so the table exists
             _replace_triggers(conn, plan, table, converted, old, publication)
             plan.change(f"{table}: upgraded ({converted.mode.value} mode kept)",
@@ -255,9 +270,8 @@ def plan_install(
     if log_schema_exists(conn) and wal_tables.registered_table_exists(conn):
         plan.statements.append(wal_tables.forget_dropped_statement())
     if Mode.WAL in final_modes.values():
-        unbounded = slot.unbounded_wal_note(conn)
-        if unbounded:
-            plan.note(unbounded)
+        if slot_limits.wal_keep_size(conn) == -1:
+            plan.note(f"warning: {slot_limits.keep_size_warning()}")
         name = slot.slot_name(conn)
         if not slot.slot_exists(conn, name):
             plan.create_slot = name
@@ -546,15 +560,30 @@ def relay_slot_for(conn: psycopg.Connection[Any], requested_mode: str) -> Iterat
         raise
 
 
-def parse_exclusions(
+def parse_tenant_columns(
     values: Iterable[str], tables: Sequence[TableRef], default_schema: str
+) -> dict[TableRef, str]:
+    """``--tenant-column TABLE.COLUMN`` options: at most one per table."""
+    chosen: dict[TableRef, str] = {}
+    for table, columns in parse_exclusions(values, tables, default_schema,
+                                           option="--tenant-column").items():
+        if len(set(columns)) > 1:
+            raise UsageProblem(f"--tenant-column names two columns of {table}: "
+                               f"{', '.join(dict.fromkeys(columns))}; a table has one tenant.")
+        chosen[table] = columns[0]
+    return chosen
+
+
+def parse_exclusions(
+    values: Iterable[str], tables: Sequence[TableRef], default_schema: str,
+    option: str = "--exclude-column",
 ) -> dict[TableRef, list[str]]:
     """``TABLE.COLUMN`` (or ``SCHEMA.TABLE.COLUMN``) options, grouped by table."""
     grouped: dict[TableRef, list[str]] = {}
     for value in values:
         table_part, dot, column = value.rpartition(".")
         if not dot or not table_part or not column:
-            raise UsageProblem(f"--exclude-column wants TABLE.COLUMN, got {value!r}.")
+            raise UsageProblem(f"{option} wants TABLE.COLUMN, got {value!r}.")
         table = TableRef.parse(table_part, default_schema)
         grouped.setdefault(table, []).append(column)
     return grouped

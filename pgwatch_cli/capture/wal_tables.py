@@ -73,7 +73,7 @@ def install_statements(
     line per REPLICA IDENTITY change (said on stderr, shown by --dry-run)."""
     statements: list[Statement] = []
     notes: list[str] = []
-    tenant = getattr(config, "tenant_column", None)
+    tenant = config.tenant_column
     for member in members(conn, oid):
         if not member.is_root:
             statements.append(sql.SQL(

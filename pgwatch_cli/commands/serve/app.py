@@ -3,6 +3,7 @@ the browser client, the demo) and the parsing of ``GET /events``'s parameters.""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from pgwatch_cli import client
-from pgwatch_cli.commands.serve import logs, metrics, presence
+from pgwatch_cli.commands.serve import logs, metrics, presence, scopes
 from pgwatch_cli.commands.serve.auth import TokenCheck
 from pgwatch_cli.commands.serve.cors import Cors
 from pgwatch_cli.commands.serve.gate import Gate
@@ -30,6 +31,7 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 @dataclass(frozen=True)
 class AppSettings:
     token: str | None = None
+    token_secret: bytes | None = None  # signs scoped tokens (--token-secret-file)
     allow_origins: Sequence[str] = field(default_factory=tuple)
     demo_schema: str | None = None  # serve the demo page and API on these tables
 
@@ -117,15 +119,24 @@ def create_app(relay: Relay, settings: AppSettings, bound_host: str) -> Gate:
         request = call.request
         try:
             wanted = stream_request(request.query, request.headers.get("Last-Event-ID"))
+            # scopes hook: the token names the viewer and narrows the filters
+            scopes.check_viewer(call.scope, wanted.viewer)
         except BadRequest as exc:
             return _ready(bad_request(str(exc), call.cors))
+        except scopes.Forbidden as exc:
+            return _ready(web.json_response({"error": str(exc)}, status=403, headers=call.cors))
+        if call.scope is not None:
+            wanted = dataclasses.replace(
+                wanted, filters=scopes.scoped_filters(wanted.filters, call.scope),
+                scope=call.scope)
         if request.method == "HEAD":
             return _ready(web.Response(content_type="text/event-stream", headers=call.cors))
         logs.stream_opened(request)
         return relay.open(request, wanted, call.cors)
 
     async def presence_map(call: Call) -> web.StreamResponse:
-        return web.json_response(relay.presence.snapshot())
+        # scopes hook: a token sees the viewers of the rows (and tenant) it may read
+        return web.json_response(scopes.visible_presence(relay.presence.snapshot(), call.scope))
 
     async def healthz(call: Call) -> web.StreamResponse:
         body = health(relay)
@@ -149,7 +160,8 @@ def create_app(relay: Relay, settings: AppSettings, bound_host: str) -> Gate:
     if settings.demo_schema is not None:
         routes += [Route(method, path, handler) for method, path, handler in
                    demo_api.routes(relay.connections, settings.demo_schema, relay.stream.channel)]
-    token = TokenCheck(settings.token) if settings.token else None
+    auth = scopes.Authenticator(settings.token, settings.token_secret)
+    token = TokenCheck(auth) if auth.enabled else None
     return Gate(RouteTable(routes), cors(settings), token=token, bound_host=bound_host)
 
 

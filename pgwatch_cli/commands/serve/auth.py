@@ -8,7 +8,6 @@ guesses being checked at all.
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from pgwatch_cli import console
+from pgwatch_cli.auth import Scope
+from pgwatch_cli.commands.serve import scopes
 
 BLOCK_AFTER = 20
 WINDOW_S = 60.0
@@ -89,26 +90,33 @@ class Guesses:
 
 
 class TokenCheck:
-    """The one place that decides whether a request may read: one shared bearer token.
+    """The one place that decides whether a request may read, and what: the shared bearer
+    token, or a token signed with ``--token-secret-file`` whose scope narrows what it sees.
 
-    ``admit`` returns None for an admitted request, else the answer to send."""
+    ``admit`` answers the refusal to send, or the requester's Scope (None: sees everything)."""
 
-    def __init__(self, token: str, guesses: Guesses | None = None) -> None:
-        self._expected = token.encode()
+    def __init__(self, auth: scopes.Authenticator, guesses: Guesses | None = None) -> None:
+        self._auth = auth
         self.guesses = guesses or Guesses()
 
-    def admit(self, request: web.BaseRequest, cors: dict[str, str]) -> web.Response | None:
+    def admit(self, request: web.BaseRequest,
+              cors: dict[str, str]) -> web.Response | Scope | None:
         address = request.remote or "-"
         wait = self.guesses.blocked_for(address)
         if wait > 0:
             return web.json_response(
                 {"error": "too many wrong tokens from this address; try again later"},
                 status=429, headers={"Retry-After": str(max(1, round(wait))), **cors})
-        given = presented_token(request)
-        # compare_digest: the time taken must not reveal how much of a guess was right.
-        if given is not None and hmac.compare_digest(given.encode(), self._expected):
-            return None
-        self.guesses.failed(address)
-        return web.json_response(
-            {"error": "missing or wrong token"}, status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="bookwatch"', **cors})
+        try:
+            granted = self._auth.grant(presented_token(request))
+        except scopes.Refused as exc:
+            # An expired token is no guess: its holder fetches a new one (getToken).
+            if str(exc) != scopes.EXPIRED_REASON:
+                self.guesses.failed(address)
+            return web.json_response(
+                {"error": str(exc)}, status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="bookwatch"', **cors})
+        forbidden = scopes.refusal(request.path, granted)
+        if forbidden is not None:
+            return web.json_response({"error": forbidden}, status=403, headers=cors)
+        return granted

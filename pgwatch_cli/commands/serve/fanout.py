@@ -22,8 +22,9 @@ import weakref
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from pgwatch_cli.commands.serve import sse
+from pgwatch_cli.commands.serve import scopes, sse
 from pgwatch_cli.commands.serve.metrics import RelayCounters
+from pgwatch_cli.commands.serve.scopes import ScopedFilters
 from pgwatch_cli.stream.events import ChangeEvent, LogReplaced
 from pgwatch_cli.stream.filters import Filters
 
@@ -76,6 +77,12 @@ class Client:
 @functools.lru_cache(maxsize=4096)
 def _index_keys(filters: Filters) -> tuple[tuple[str, frozenset[str]], bool]:
     """Where the client is indexed, and whether that index alone decides what it gets."""
+    if isinstance(filters, ScopedFilters):  # scopes hook: a token narrows what it gets
+        return scopes.index_keys(filters, _filter_keys(filters))
+    return _filter_keys(filters)
+
+
+def _filter_keys(filters: Filters) -> tuple[tuple[str, frozenset[str]], bool]:
     others = (filters.tables, filters.actions, filters.ids, filters.actors)
     if filters.ids:
         exact = not (filters.tables or filters.actions or filters.actors)
@@ -112,7 +119,7 @@ class Fanout:
         self.frames = sse.FrameCache()
         self.clients: dict[Client, None] = {}
         self._index: dict[str, dict[str, Bucket]] = {
-            "all": {}, "id": {}, "table": {}, "action": {}}
+            "all": {}, "id": {}, "table": {}, "action": {}, scopes.TENANT_INDEX: {}}
         self._batch: list[ChangeEvent] = []
         self._flush_scheduled = False
         # Resumed clients whose replay got ahead of the live stream: the seq they wait for.
@@ -256,6 +263,12 @@ class Fanout:
                 buckets.append(bucket)
         if index["id"]:
             bucket = index["id"].get(event.id_text)
+            if bucket:
+                buckets.append(bucket)
+        tenants = index[scopes.TENANT_INDEX]
+        if tenants:  # scopes hook: the streams of the event's tenant
+            tenant_key = scopes.tenant_index_key(event)
+            bucket = tenants.get(tenant_key) if tenant_key is not None else None
             if bucket:
                 buckets.append(bucket)
         return buckets

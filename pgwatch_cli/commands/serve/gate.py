@@ -12,6 +12,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
+from pgwatch_cli.auth import Scope
 from pgwatch_cli.commands.serve.auth import TokenCheck
 from pgwatch_cli.commands.serve.cors import Cors
 from pgwatch_cli.commands.serve.routing import Call, Found, NotAllowed, Route, RouteTable
@@ -42,10 +43,12 @@ class Gate:
         if Cors.is_preflight(request):
             return _ready(self.cors.preflight(request))
         cors = self.cors.headers(request)
+        scope: Scope | None = None
         if self.token is not None and request.path not in PUBLIC_PATHS:
-            refused = self.token.admit(request, cors)
-            if refused is not None:
-                return _ready(refused)
+            admitted = self.token.admit(request, cors)
+            if isinstance(admitted, web.Response):
+                return _ready(admitted)
+            scope = admitted
         found = self.routes.find(request.method, request.path)
         if found is None:
             return _ready(web.json_response({"error": "not found"}, status=404, headers=cors))
@@ -53,7 +56,7 @@ class Gate:
             allow = ", ".join(found.allowed + (("HEAD",) if "GET" in found.allowed else ()))
             return _ready(web.json_response({"error": "method not allowed"}, status=405,
                                             headers={"Allow": allow, **cors}))
-        call = Call(request, found.params, cors)
+        call = Call(request, found.params, cors, scope=scope)
         if found.route.streams:
             return found.route.handler(call)
         return self._answer(found, call)

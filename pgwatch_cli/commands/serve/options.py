@@ -33,6 +33,7 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
+    token_secret: bytes | None = None  # verifies signed, scoped tokens (--token-secret-file)
     allow_origins: Sequence[str] = field(default_factory=tuple)
     insecure: bool = False
     demo: bool = False

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Protocol
 
-from pgwatch_cli.commands.serve import sse
+from pgwatch_cli.commands.serve import scopes, sse
 from pgwatch_cli.names import MAX_NAME_LENGTH, name_problem
 
 MAX_ENTITY_LENGTH = 2 * MAX_NAME_LENGTH
@@ -199,7 +199,9 @@ class Presence:
         sent = self._sent.get(entity)
         if sent is not None and sent[0] == viewers:
             return sent
-        body = json.dumps({"entity": entity, "viewers": viewers}, ensure_ascii=False)
+        # scopes hook: a tenant's presence key names the row the way the page does.
+        body = json.dumps({"entity": scopes.shown_entity(entity), "viewers": viewers},
+                          ensure_ascii=False)
         return viewers, sse.frame(body, event="presence")
 
     def _announce_soon(self, entity: str) -> bool:

@@ -149,7 +149,8 @@ async def serve_on(
                 buffer_budget=options.buffer_budget,
             )
             settings = AppSettings(
-                token=options.token, allow_origins=tuple(options.allow_origins),
+                token=options.token, token_secret=options.token_secret,
+                allow_origins=tuple(options.allow_origins),
                 demo_schema=options.schema if options.demo else None,
             )
             server = web.Server(

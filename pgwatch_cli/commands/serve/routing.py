@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from pgwatch_cli.auth import Scope
+
 
 @dataclass
 class Call:
@@ -21,6 +23,7 @@ class Call:
     params: dict[str, str] = field(default_factory=dict)
     cors: dict[str, str] = field(default_factory=dict)  # headers the answer must carry
     body: bytes = b""  # read by the gate, bounded
+    scope: Scope | None = None  # a signed token's; None: the shared token, or none needed
 
 
 Handler = Callable[[Call], Awaitable[web.StreamResponse]]

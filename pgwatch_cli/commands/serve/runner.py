@@ -24,7 +24,8 @@ def serve(options: ServeOptions, *, ready: Callable[[Running], None] = _announce
     Raises ``UsageProblem`` for an unsafe exposure and ``ServerBindFailed`` for a taken port
     before anything else happens.
     """
-    check_exposure(options.host, options.token, options.insecure)
+    check_exposure(options.host, options.token, options.insecure,
+                   signed=options.token_secret is not None)
     process.raise_fd_limit()
     if options.demo or options.workers > 1:
         # One clear error here rather than one per worker process.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,9 @@ from typing import Any
 import psycopg
 from aiohttp import web
 
+from pgwatch_cli.auth import Scope
 from pgwatch_cli.capture import sqlfiles
-from pgwatch_cli.commands.serve import sse
+from pgwatch_cli.commands.serve import scopes, sse
 from pgwatch_cli.commands.serve.connections import AsyncConn, Connections
 from pgwatch_cli.commands.serve.fanout import Client, Fanout, reset_frame
 from pgwatch_cli.commands.serve.metrics import RelayCounters
@@ -54,6 +56,7 @@ class StreamRequest:
     resume_log: str | None = None
     viewer: str | None = None
     viewing: str | None = None
+    scope: Scope | None = None  # a signed token's; None: the shared token, or none needed
 
 
 @dataclass(frozen=True)
@@ -177,12 +180,18 @@ class Relay:
         fanout = self.fanout
         fanout.add(client)
         self.counters.streams_opened += 1
-        joined = False
+        joined: str | None = None
+        expiry = None
+        if wanted.scope is not None:  # scopes hook: the stream ends when its token does
+            expiry = loop.call_later(max(0.0, wanted.scope.expires_at - time.time()),
+                                     self._expire, client)
         try:
             fanout.write(client, sse.retry_hint())
             if wanted.viewer is not None and wanted.viewing is not None:
-                self.presence.join(wanted.viewing, wanted.viewer, client)
-                joined = True
+                # scopes hook: a row the token may not read is not joined (None)
+                joined = scopes.presence_key(wanted.scope, wanted.viewing)
+                if joined is not None:
+                    self.presence.join(joined, wanted.viewer, client)
             if wanted.resume_after is not None:
                 try:
                     last = await Replay(self, client, response).run(
@@ -193,11 +202,19 @@ class Relay:
                     fanout.live(client, last)
             await client.done()
         finally:
+            if expiry is not None:
+                expiry.cancel()
             fanout.end(client, "disconnected")
-            if joined:
-                assert wanted.viewer is not None and wanted.viewing is not None
-                self.presence.leave(wanted.viewing, wanted.viewer, client)
+            if joined is not None:
+                assert wanted.viewer is not None
+                self.presence.leave(joined, wanted.viewer, client)
         return response
+
+    def _expire(self, client: Client) -> None:
+        """The token ran out: ``event: reset`` with reason token-expired, then the end."""
+        self.counters.resets += 1
+        self.fanout.write(client, scopes.expired_frame())
+        self.fanout.end(client, scopes.EXPIRED_REASON)
 
 
 class LogUnavailable(Exception):
