@@ -857,7 +857,7 @@ def serve(
     processes = server.parse_workers(workers)
     secret = _token_secret(token_secret_file)
     # Refuse an unsafe exposure before touching the database.
-    server.check_exposure(host, token or (None if secret is None else "signed"), insecure)
+    server.check_exposure(host, token or None, insecure, signed=secret is not None)
     options = server.ServeOptions(
         dsn=database(dsn, embedded), host=host, port=port, token=token or None,
         token_secret=secret,

@@ -12,7 +12,7 @@ import pytest
 from pgwatch_cli.capture import triggers
 from pgwatch_cli.capture.config import Mode, TriggerConfig
 from pgwatch_cli.capture.tables import TableRef
-from tests.capture_helpers import slot_messages
+from tests.capture_helpers import WalReader
 
 
 @pytest.fixture
@@ -131,27 +131,26 @@ def test_trigger_arguments_round_trip_with_and_without_a_tenant() -> None:
     assert tenant.arguments()[:-1] == base.arguments()  # older triggers parse as before
 
 
-def test_wal_mode_today_carries_the_tenant_through_the_generic_function(
-    logical_db: str
-) -> None:
-    """The compiled per-table prelude builds UPDATE events without a tenant: a table with a
-    tenant column keeps the generic function. (When wal capture decodes rows in the relay,
-    the relay must add "tenant" itself; see the tokens report.)"""
+def test_wal_events_carry_the_tenant_from_the_relay(logical_db: str) -> None:
+    """wal mode has no row trigger: the relay adds "tenant" from the decoded row (new row;
+    old row for DELETE), as log mode's capture function does."""
     with psycopg.connect(logical_db, autocommit=True) as conn:
         conn.execute("CREATE TABLE bookings (id int PRIMARY KEY, hotel_id int, note text)")
         table = TableRef("public", "bookings")
         triggers.run(conn, lambda: triggers.plan_install(
             conn, [table], channel="booking_changes", mode="wal", excluded={},
             tenant_columns={table: "hotel_id"}))
-        function = conn.execute(
-            "SELECT p.proname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
-            " WHERE t.tgname = 'bookwatch_capture'").fetchone()
-        assert function == ("capture",)
-        slot_messages(conn)
-        conn.execute("INSERT INTO bookings VALUES (1, 7, 'a')")
-        conn.execute("UPDATE bookings SET note = 'b' WHERE id = 1")
-        conn.execute("DELETE FROM bookings WHERE id = 1")
-        events = [json.loads('{"v":1' + message.decode().split("\n", 2)[2])
-                  for message in slot_messages(conn)]
+        registered = conn.execute(
+            "SELECT tenant_column FROM bookwatch.captured_table").fetchone()
+        assert registered == ("hotel_id",)
+    wal = WalReader(logical_db, "booking_changes")
+    try:
+        with psycopg.connect(logical_db, autocommit=True) as conn:
+            conn.execute("INSERT INTO bookings VALUES (1, 7, 'a')")
+            conn.execute("UPDATE bookings SET note = 'b' WHERE id = 1")
+            conn.execute("DELETE FROM bookings WHERE id = 1")
+        events = wal.events(3)
+    finally:
+        wal.close()
     assert [(e["action"], e["tenant"]) for e in events] == [
         ("INSERT", 7), ("UPDATE", 7), ("DELETE", 7)]

@@ -32,7 +32,9 @@ def is_loopback(host: str) -> bool:
     )
 
 
-def check_exposure(host: str, token: str | None, insecure: bool, *, signed: bool = False) -> None:
+def check_exposure(
+    host: str, token: str | None, insecure: bool, *, signed: bool = False
+) -> None:
     """Refuse to serve a non-loopback address without a token or with a token weak enough to
     guess, unless told (``--insecure``) that it is fine. Signed tokens (``signed``: a secret
     of at least 32 bytes, checked where it is read) protect it as a strong shared one does."""
