@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -158,3 +159,106 @@ def test_a_bundled_app_shares_one_stream_and_keeps_every_digit(
         ]
         assert len(streams) == 1, streams
         assert not errors
+
+
+# -- the demo page, built on the package: its notice and its "Saved." ------------------------------
+
+
+def person(browser: Any, width: int = 1280, height: int = 800) -> Any:
+    context = browser.new_context(viewport={"width": width, "height": height})
+    context.set_default_timeout(WAIT_MS)
+    return context
+
+
+def open_booking(context: Any, url: str, user: str, booking: int = 123) -> Any:
+    page = context.new_page()
+    page.missing = []
+    page.on("response", lambda response: page.missing.append(response.url)
+            if response.status == 404 else None)
+    page.goto(f"{url}/?user={user}&booking={booking}")
+    expect(page.locator("#editor-title")).to_contain_text(f"#{booking}")
+    expect(page.locator("#connection")).to_have_text("live")
+    return page
+
+
+def anna_sets(dsn: str, assignments: str, booking: int = 123) -> None:
+    with psycopg.connect(dsn) as anna, anna.transaction():
+        anna.execute("SELECT set_config('bookwatch.actor', 'Anna', true)")
+        anna.execute(f"UPDATE bookings SET {assignments}, version = version + 1"  # type: ignore[arg-type]
+                     " WHERE id = %s", (booking,))
+
+
+def booking_row(dsn: str, booking: int = 123) -> dict[str, Any]:
+    with psycopg.connect(dsn) as conn:
+        cursor = conn.execute("SELECT * FROM bookings WHERE id = %s", (booking,))
+        names = [column.name for column in cursor.description or []]
+        found = cursor.fetchone()
+        assert found is not None
+        return dict(zip(names, found, strict=True))
+
+
+def test_the_notice_tells_only_current_values_and_stays_small(demo_dsn: str, browser: Any) -> None:
+    guests = booking_row(demo_dsn)["anzahl_gaeste"]
+    with running_server(demo_dsn, demo=True) as server:
+        ben = open_booking(person(browser), server.url, "Ben")
+        toast = ben.locator("#toast-changes")
+        anna_sets(demo_dsn, f"anzahl_gaeste = {guests + 1}")
+        expect(toast).to_contain_text(f"Guests: {guests} → {guests + 1}")
+        # Ben saves his own number of guests: Anna's 2 → 3 is no longer true, the notice says
+        # nothing of it from now on.
+        ben.locator("#anzahl_gaeste").fill(str(guests + 3))
+        ben.locator("#save").click()
+        expect(ben.locator("#saved")).to_be_visible()
+        for price in ("100.00", "101.00", "102.00", "103.00", "399.90"):
+            anna_sets(demo_dsn, f"gesamtpreis = {price}")
+        # Every step shows (the oldest collapsed), the newest value with its every digit.
+        expect(ben.locator('#toast-changes li[data-column="gesamtpreis"]')).to_have_text(
+            re.compile(r"^Total price: €[\d,]+\.\d\d → … → €103\.00 → €399\.90$"))
+        expect(toast).not_to_contain_text("Guests")
+        expect(ben.locator("#gesamtpreis")).to_have_value("399.90")
+        # Many fields at once: the list stays short.
+        anna_sets(demo_dsn, f"anreise = anreise + 1, abreise = abreise + 1, status = 'storniert',"
+                            f" bemerkungen = 'late arrival', anzahl_gaeste = {guests + 4}")
+        expect(toast.locator("li.more")).to_have_text("and 2 more fields")
+        expect(toast.locator("li")).to_have_count(5)
+        expect(toast.locator('li[data-column="anzahl_gaeste"]')).to_have_text(
+            f"Guests: {guests + 3} → {guests + 4}")
+        assert not ben.missing, ben.missing  # no /favicon.ico (or anything else) 404s
+        assert ben.locator('link[rel="icon"]').count() == 1
+
+
+def test_saved_is_hidden_once_a_field_needs_a_choice(demo_dsn: str, browser: Any) -> None:
+    with running_server(demo_dsn, demo=True) as server:
+        ben = open_booking(person(browser), server.url, "Ben")
+        # "Saved." goes by itself 2 s after a save; here it is long: only the clash may hide it.
+        ben.evaluate("""() => {
+          const later = window.setTimeout;
+          window.setTimeout = (fn, ms, ...rest) => later(fn, ms === 2000 ? 600000 : ms, ...rest);
+        }""")
+        ben.locator("#bemerkungen").fill("Ben's note")
+        ben.locator("#save").click()
+        expect(ben.locator("#saved")).to_be_visible()
+        ben.locator("#gesamtpreis").fill("1.00")
+        anna_sets(demo_dsn, "gesamtpreis = 2.00")
+        expect(ben.locator('[data-conflict="gesamtpreis"]')).to_be_visible()
+        expect(ben.locator("#pending-note")).to_have_text("Choose a value for 1 field first.")
+        assert ben.locator("#saved").is_hidden()
+
+
+def test_at_390_px_the_notice_covers_neither_who_nor_the_list_header(
+    demo_dsn: str, browser: Any
+) -> None:
+    with running_server(demo_dsn, demo=True) as server:
+        ben = open_booking(person(browser, 390, 844), server.url, "Ben")
+        anna_sets(demo_dsn, "gesamtpreis = gesamtpreis + 1, bemerkungen = 'a long note here'")
+        expect(ben.locator("#toast")).to_be_visible()
+        toast = ben.locator("#toast").bounding_box()
+        for covered in (".who", "#bookings thead"):
+            box = ben.locator(covered).bounding_box()
+            assert toast is not None and box is not None
+            overlaps = (toast["x"] < box["x"] + box["width"]
+                        and box["x"] < toast["x"] + toast["width"]
+                        and toast["y"] < box["y"] + box["height"]
+                        and box["y"] < toast["y"] + toast["height"])
+            assert not overlaps, (covered, toast, box)
+        assert ben.evaluate("document.documentElement.scrollWidth") <= 390
