@@ -56,6 +56,40 @@ window.lives = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map((id) => {
   return live;
 });
 """
+REACT_APP = """
+import {useState} from "react";
+import {createRoot} from "react-dom/client";
+import {useBookwatch} from "@bookwatch/client/react";
+
+const server = new URLSearchParams(location.search).get("server");
+
+function Amount() {
+  const [clicks, setClicks] = useState(0);
+  const [shown, setShown] = useState("-");
+  // A new handler and a new filter list on every render: neither may reopen the stream, and
+  // the handler must see this render's `clicks` (no stale closure).
+  const {status} = useBookwatch({
+    url: server, table: ["amounts"], id: [5], exactNumbers: true,
+    onChange: (event) => setShown(`${event.diff.amount[1]} after ${clicks} clicks`),
+  });
+  return <div>
+    <p id="state">{status}</p><p id="shown">{shown}</p>
+    <button id="click" onClick={() => setClicks((n) => n + 1)}>click</button>
+  </div>;
+}
+
+function App() {
+  const [mounted, setMounted] = useState(true);
+  return <div>
+    {mounted ? <Amount /> : <p id="state">unmounted</p>}
+    <button id="unmount" onClick={() => setMounted(false)}>unmount</button>
+  </div>;
+}
+
+createRoot(document.getElementById("root")).render(<App />);
+"""
+REACT_PAGE = """<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><title>r</title>
+<div id="root"></div><script type="module" src="react-app.js"></script>"""
 PAGE = """<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,"><title>app</title>
 <p id="state">-</p><ul id="out"></ul><script type="module" src="app.js"></script>"""
 
@@ -80,6 +114,12 @@ def bundled_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     npm.run([str(modules / ".bin" / "esbuild"), "main.js", "--bundle", "--format=esm",
              f"--outfile={site / 'app.js'}"], app)
     (site / "index.html").write_text(PAGE)
+    # React comes from the package's dev tools, as the app's own dependency would.
+    (app / "react-app.jsx").write_text(REACT_APP)
+    npm.run([str(modules / ".bin" / "esbuild"), "react-app.jsx", "--bundle", "--format=esm",
+             "--jsx=automatic", "--define:process.env.NODE_ENV=\"production\"",
+             f"--outfile={site / 'react-app.js'}"], app, env={"NODE_PATH": str(modules)})
+    (site / "react.html").write_text(REACT_PAGE)
     return site
 
 
@@ -262,3 +302,36 @@ def test_at_390_px_the_notice_covers_neither_who_nor_the_list_header(
                         and box["y"] < toast["y"] + toast["height"])
             assert not overlaps, (covered, toast, box)
         assert ben.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_use_bookwatch_keeps_one_stream_sees_the_latest_render_and_closes_on_unmount(
+    bundled_app: Path, browser: Any, postgresql: psycopg.Connection[Any], dsn: str
+) -> None:
+    install_amounts(postgresql)
+    postgresql.autocommit = True
+    with static_site(bundled_app) as app_origin, running_server(
+        dsn, allow_origins=(app_origin,)
+    ) as server:
+        context = browser.new_context()
+        context.set_default_timeout(WAIT_MS)
+        page = context.new_page()
+        streams: list[str] = []
+        ended: list[str] = []
+        page.on("request", lambda request: streams.append(request.url)
+                if "/events" in request.url and request.method == "GET" else None)
+        page.on("requestfailed", lambda request: ended.append(request.url)
+                if "/events" in request.url else None)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(f"{app_origin}/react.html?server={server.url}")
+        expect(page.locator("#state")).to_have_text("open")
+        for _ in range(3):
+            page.locator("#click").click()
+        postgresql.execute("UPDATE amounts SET amount = 9007199254740993.5 WHERE id = 5")
+        expect(page.locator("#shown")).to_have_text("9007199254740993.5 after 3 clicks")
+        assert len(streams) == 1, streams  # re-renders did not reopen it
+        page.locator("#unmount").click()
+        expect(page.locator("#state")).to_have_text("unmounted")
+        page.wait_for_timeout(300)
+        assert len(ended) == 1, (streams, ended)  # the stream closed with the component
+        assert len(streams) == 1 and not errors, (streams, errors)

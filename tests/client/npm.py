@@ -4,6 +4,7 @@ esbuild, React's types), installed from clients/js/package-lock.json on first us
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,8 +41,10 @@ def dev_tools() -> Path:
     return modules
 
 
-def run(command: list[str], cwd: Path, timeout: float = 300) -> str:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+def run(command: list[str], cwd: Path, timeout: float = 300,
+        env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                            env=None if env is None else {**os.environ, **env})
     assert result.returncode == 0, (
         f"{' '.join(command)} failed ({result.returncode}):\n"
         + result.stdout[-4000:] + result.stderr[-4000:])
