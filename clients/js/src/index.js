@@ -35,8 +35,37 @@ const TOKEN_REFRESH_EARLY_MS = 30000;
  */
 export function parseJson(text, options = {}) {
   const exactNumbers = Boolean(options.exactNumbers);
-  const parseNumber = options.parseNumber;
   const source = String(text);
+  // Most events hold no number that needs keeping: JSON.parse is then exact and much faster.
+  if (!needsKeeping(source, exactNumbers)) return JSON.parse(source);
+  return parseKeeping(source, exactNumbers, options.parseNumber);
+}
+
+// Every string and number literal of a JSON text, in order (strings matched so that digits
+// inside them are not taken for numbers).
+const LITERALS = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+
+function needsKeeping(source, exactNumbers) {
+  LITERALS.lastIndex = 0;
+  let match;
+  while ((match = LITERALS.exec(source)) !== null) {
+    const literal = match[0];
+    if (literal.charCodeAt(0) === 34) continue;  // a string
+    if (!numberIsExact(literal, exactNumbers)) return true;
+  }
+  return false;
+}
+
+function numberIsExact(literal, exactNumbers) {
+  // Up to 15 significant digits and no exponent: a double always holds it.
+  if (!exactNumbers && literal.length <= 15 && !/[eE]/.test(literal)) return true;
+  const value = Number(literal);
+  return exactNumbers
+    ? /^-?\d+$/.test(literal) && Number.isSafeInteger(value)
+    : Number.isFinite(value) && sameDecimal(literal, String(value));
+}
+
+function parseKeeping(source, exactNumbers, parseNumber) {
   let at = 0;
 
   const fail = () => {
@@ -69,11 +98,7 @@ export function parseJson(text, options = {}) {
     if (match === null) fail();
     at = NUMBER.lastIndex;
     const literal = match[0];
-    const value = Number(literal);
-    const exact = exactNumbers
-      ? /^-?\d+$/.test(literal) && Number.isSafeInteger(value)
-      : Number.isFinite(value) && sameDecimal(literal, String(value));
-    if (exact) return value;
+    if (numberIsExact(literal, exactNumbers)) return Number(literal);
     return parseNumber ? parseNumber(literal) : literal;
   };
   const word = (spelling, value) => {
