@@ -312,20 +312,21 @@ test("a silent stream is replaced (heartbeat watchdog); online reconnects at onc
   globalThis.addEventListener = target.addEventListener.bind(target);
   globalThis.removeEventListener = target.removeEventListener.bind(target);
   try {
-    const server = fakeServer({status: (n) => (n === 3 ? 503 : 200)});
+    const server = fakeServer({status: (n) => (n === 3 || n === 4 ? 503 : 200)});
     const live = connect({url: "http://s7", fetch: server.fetch, heartbeatTimeoutMs: 150});
     await until(() => live.status === "open", "open");
     server.requests[0].send(": heartbeat\n\n" + change(3));
     await until(() => server.requests.length === 2, "the watchdog's new request");
     assert.ok(server.requests[0].closed);
     assert.equal(server.requests[1].headers["Last-Event-ID"], "3");
-    // The third attempt fails (503): the next waits for its back-off, unless we come online.
-    await until(() => server.requests.length === 3, "a third request");
-    await until(() => live.status === "reconnecting", "reconnecting");
+    // Two attempts fail (503): the next waits 1 to 2 s for its back-off, unless we come online.
+    await until(() => server.requests.length === 4, "a fourth request", 5000);
+    await tick(50);
+    assert.equal(live.status, "reconnecting");
     const before = Date.now();
     target.dispatchEvent(new Event("online"));
-    await until(() => server.requests.length === 4, "the online request");
-    assert.ok(Date.now() - before < 400);
+    await until(() => server.requests.length === 5, "the online request");
+    assert.ok(Date.now() - before < 900);
     live.close();
   } finally {
     delete globalThis.addEventListener;
@@ -367,4 +368,44 @@ test("a subscription from an older point replays for it, not again for the other
   assert.deepEqual(secondSeen, [20, 21, 22]);
   first.close();
   second.close();
+});
+
+test("getToken is asked again before a JWT expires; the new stream resumes", async () => {
+  const server = fakeServer();
+  const jwt = (n, exp) => `h.${Buffer.from(JSON.stringify({n, exp})).toString("base64url")}.s`;
+  const tokens = [];
+  const getToken = () => {
+    // The first expires in 30.3 s: it is replaced 30 s early, about 0.3 s from now.
+    const token = jwt(tokens.length, Date.now() / 1000 + (tokens.length === 0 ? 30.3 : 3600));
+    tokens.push(token);
+    return token;
+  };
+  const live = connect({url: "http://s10", fetch: server.fetch, getToken});
+  await until(() => live.status === "open", "open");
+  server.requests[0].send(change(41));
+  await until(() => server.requests.length === 2, "a request with the new token", 5000);
+  assert.equal(server.requests[1].headers.Authorization, `Bearer ${tokens[1]}`);
+  assert.equal(server.requests[1].headers["Last-Event-ID"], "41");
+  assert.ok(server.requests[0].closed);
+  live.close();
+});
+
+test("a tab that becomes visible after a failure reconnects at once", async () => {
+  const page = new EventTarget();
+  page.visibilityState = "hidden";
+  globalThis.document = page;
+  try {
+    const server = fakeServer({status: (n) => (n <= 2 ? 503 : 200)});
+    const live = connect({url: "http://s11", fetch: server.fetch});
+    await until(() => server.requests.length === 2, "a second failure", 5000);
+    await tick(50);
+    const before = Date.now();
+    page.visibilityState = "visible";
+    page.dispatchEvent(new Event("visibilitychange"));
+    await until(() => live.status === "open", "open");
+    assert.ok(Date.now() - before < 900);  // the back-off would have waited 1 to 2 s
+    live.close();
+  } finally {
+    delete globalThis.document;
+  }
 });
