@@ -358,7 +358,8 @@ PLAIN_PAGE = """<!doctype html><meta charset="utf-8"><title>app</title>
 <p id="state">-</p><p id="out">-</p>
 <script type="module">
   import {connect} from "SERVER/bookwatch.js";
-  const live = connect({table: "bookings", id: 5, viewer: "Clara", viewing: "bookings:5"});
+  const live = connect({url: "SERVER", table: "bookings", id: 5, viewer: "Clara",
+                        viewing: "bookings:5"});
   live.on("status", (state) => { document.getElementById("state").textContent = state; });
   live.on("change", (event) => {
     const changed = [...event.changed].sort().join(",");
@@ -370,8 +371,8 @@ PLAIN_PAGE = """<!doctype html><meta charset="utf-8"><title>app</title>
 def test_bookwatch_js_as_a_module_on_a_plain_page_receives_a_change(
     demo_dsn: str, browser: Any, postgresql: psycopg.Connection[Any]
 ) -> None:
-    # The page lives on another origin (as a developer's app would) and names only the
-    # module's URL: connect() finds the server from where the module came from.
+    # The page lives on another origin (as a developer's app would): it names the server in
+    # `url` (the default is the page's own origin, SPEC).
     plain: dict[str, str] = {}
     with plain_page_server(plain) as app_origin, running_server(
         demo_dsn, allow_origins=(app_origin,)

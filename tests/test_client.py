@@ -1,40 +1,46 @@
-"""``bookwatch.js``: its unit tests (rebase, the connection states) in Node's own test runner,
-and the module as ``serve`` hands it out."""
+"""The browser client: its unit tests (rebase, exact numbers, the shared stream) in Node's own
+test runner, its types, and the module as ``serve`` hands it out."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
 from pgwatch_cli import client
+from tests.client import npm
 from tests.serve_helpers import running_server
 
 HERE = Path(__file__).resolve().parent
-NODE = shutil.which("node") or "/usr/bin/node"
+SOURCE = npm.PACKAGE / "src" / "index.js"
 
 
-@pytest.mark.skipif(not Path(NODE).exists(), reason="node is not installed")
 def test_client_unit_tests_pass_in_node() -> None:
-    result = subprocess.run(
-        [NODE, "--test", str(HERE / "client" / "bookwatch.test.mjs")],
-        capture_output=True, text=True, timeout=120, cwd=HERE.parent,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "# fail 0" in result.stdout
+    output = npm.run([npm.node(), "--test", str(HERE / "client")], HERE.parent, timeout=180)
+    assert "# fail 0" in output and "# pass 0" not in output
+
+
+def test_serve_hands_out_the_package_source_itself() -> None:
+    assert client.script() == SOURCE.read_bytes(), (
+        "pgwatch_cli/client/bookwatch.js must be a copy of clients/js/src/index.js: "
+        "cp clients/js/src/index.js pgwatch_cli/client/bookwatch.js")
 
 
 def test_the_module_exports_what_the_spec_names() -> None:
     source = client.script().decode()
-    for name in ("connect", "rebase", "difference"):
+    for name in ("connect", "rebase", "difference", "parseJson"):
         assert f"export function {name}(" in source
-    # No build step and nothing to install: the module imports nothing.
+    # No build step and nothing to install: the module imports nothing, and it does not rely
+    # on import.meta.url (which names the bundle once an app bundles it).
     assert not [line for line in source.splitlines() if line.startswith("import ")]
+    assert "import.meta" not in source
+
+
+def test_declarations_and_readme_examples_typecheck() -> None:
+    modules = npm.dev_tools()
+    npm.run([str(modules / ".bin" / "tsc"), "-p", "tsconfig.json"], npm.PACKAGE)
 
 
 def test_serve_hands_out_the_module_under_the_token_rule(

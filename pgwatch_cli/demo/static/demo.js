@@ -11,7 +11,8 @@
                 prompt("Your name (shown to others editing the same booking):") || "Guest").trim();
   sessionStorage.setItem("bookwatch-user", user);
 
-  // The client library, as any page would load it (the token rule applies to it too).
+  // The client package (@bookwatch/client) as `serve` hands it out, used through its public
+  // API only, as any page would (the token rule applies to the module too).
   const client = await import("/bookwatch.js" + (token ? "?token=" + encodeURIComponent(token) : ""));
 
   const EDITABLE = ["anreise", "abreise", "anzahl_gaeste", "gesamtpreis", "status", "bemerkungen"];
@@ -25,6 +26,10 @@
   const ROOM_TYPES = {Einzelzimmer: "single", Doppelzimmer: "double", Familienzimmer: "family",
                       Suite: "suite"};
   const MONEY = new Intl.NumberFormat("en", {style: "currency", currency: "EUR"});
+  // The notice lists at most this many fields, and at most this many values per field
+  // (first, …, the newest ones): it stays small however long the other person keeps editing.
+  const TOAST_FIELDS = 4;
+  const TOAST_VALUES = 4;
   // The browser's own short date format: the one its date inputs show, so the list, the
   // notices and the form all read alike.
   const DATE = new Intl.DateTimeFormat(undefined, {year: "numeric", month: "2-digit",
@@ -37,7 +42,7 @@
   let saving = false;
   let live = null;             // the bookwatch.js connection
   let resumeAfter = null;      // seq the list shows: the first stream resumes after it
-  let toast = null;            // {actor, at, changes: Map column -> [before, after]}
+  let toast = null;            // {actor, at, changes: Map column -> [before, ...each after]}
   let listRefresh = null;
 
   // -- talking to the server --------------------------------------------------------------------
@@ -60,8 +65,9 @@
     const previous = live;
     const viewing = base ? {viewer: user, viewing: "bookings:" + base.id} : {};
     // The new stream resumes where the old one was, so switching bookings misses nothing.
+    // exactNumbers: prices arrive as the database wrote them ("399.90", every digit).
     live = client.connect({
-      url: location.origin, token, ...viewing,
+      url: location.origin, token, ...viewing, exactNumbers: true,
       lastEventId: previous ? previous.lastEventId : resumeAfter,
     });
     if (previous) {
@@ -281,6 +287,7 @@
     const open = Object.keys(conflicts).length;
     const edits = Object.keys(pendingEdits()).length;
     note.hidden = !open && !edits;
+    if (open) hideSaved();  // "Saved." next to "Choose a value first" would contradict it
     note.textContent = open
       ? `Choose a value for ${open === 1 ? "1 field" : open + " fields"} first.`
       : `${edits === 1 ? "1 unsaved change" : edits + " unsaved changes"}.`;
@@ -350,6 +357,7 @@
     }
     renderFacts();
     renderList(body.id);
+    renderToast();
     flashSaved("Saved.");
   }
 
@@ -357,6 +365,12 @@
     const box = $("error");
     box.textContent = message;
     box.hidden = false;
+    hideSaved();
+  }
+
+  function hideSaved() {
+    clearTimeout(flashSaved.timer);
+    $("saved").hidden = true;
   }
 
   function flashSaved(message) {
@@ -433,26 +447,64 @@
   function showToast(actor, at, changes) {
     const merged = toast && toast.actor === actor ? toast.changes : new Map();
     for (const [column, before, after] of changes) {
-      merged.set(column, [merged.has(column) ? merged.get(column)[0] : before, after]);
+      const values = merged.get(column);
+      // Every value the field went through, in order; a field that changed since (by anyone
+      // else) starts again from its value before this change.
+      if (values && asInput(column, values[values.length - 1]) === asInput(column, before)) {
+        values.push(after);
+      } else {
+        merged.set(column, [before, after]);
+      }
+      // The newest change goes to the top of the list.
+      const latest = merged.get(column);
+      merged.delete(column);
+      merged.set(column, latest);
     }
     toast = {actor, at, changes: merged};
     renderToast();
-    $("toast").hidden = false;
+  }
+
+  // The notice only tells what is true now: a field whose value has changed since the other
+  // person set it (the person saved their own value, a third person changed it) leaves it.
+  function pruneToast() {
+    if (!toast || !base) return;
+    for (const [column, values] of toast.changes) {
+      if (asInput(column, values[values.length - 1]) !== asInput(column, base[column])) {
+        toast.changes.delete(column);
+      }
+    }
   }
 
   function renderToast() {
-    if (!toast) return;
+    pruneToast();
+    if (!toast || toast.changes.size === 0) {
+      hideToast();
+      return;
+    }
     $("toast-text").textContent = `${toast.actor} updated this booking · ${ago(toast.at)}`;
-    const items = [...toast.changes].map(([column, [before, after]]) => {
+    const newestFirst = [...toast.changes].reverse();
+    const items = newestFirst.slice(0, TOAST_FIELDS).map(([column, values]) => {
       const item = document.createElement("li");
+      item.dataset.column = column;
+      const labels = values.map((value) => shown(column, value));
+      const path = labels.length > TOAST_VALUES
+        ? [labels[0], "…", ...labels.slice(2 - TOAST_VALUES)] : labels;
       const what = column === "guest_id" || column === "room_id"
         ? `${LABELS[column]} changed`
-        : `${LABELS[column]}: ${shown(column, before)} → ${shown(column, after)}`;
+        : `${LABELS[column]}: ${path.join(" → ")}`;
       const kept = Object.hasOwn(conflicts, column) ? " (you have your own edit here)" : "";
       item.textContent = what + kept;
       return item;
     });
+    const more = newestFirst.length - TOAST_FIELDS;
+    if (more > 0) {
+      const item = document.createElement("li");
+      item.className = "more";
+      item.textContent = `and ${more} more field${more === 1 ? "" : "s"}`;
+      items.push(item);
+    }
     $("toast-changes").replaceChildren(...items);
+    $("toast").hidden = false;
   }
 
   function hideToast() {
@@ -509,7 +561,10 @@
   // -- formatting: English, euros, the browser's date format --------------------------------------
 
   function money(value) {
-    return value === null || value === undefined || value === "" ? "" : MONEY.format(Number(value));
+    if (value === null || value === undefined || value === "") return "";
+    // A decimal string is formatted as written (Intl takes it exactly); a number as a number.
+    return MONEY.format(typeof value === "string" && /^-?\d+(\.\d+)?$/.test(value) ? value
+                                                                                 : Number(value));
   }
 
   function date(value) {
