@@ -795,17 +795,27 @@ def serve(
                             "(0: never).")
     ] = 10.0,
     no_relay: NoRelayOption = False,
+    bus: Annotated[
+        str, typer.Option("--bus", metavar="postgres|redis://HOST:PORT/DB",
+                          help="Where replicas get events and presence: PostgreSQL (LISTEN + "
+                          "log reads), or a Redis Stream fed once per database "
+                          "(needs bookwatch[redis]).")
+    ] = "postgres",
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
 ) -> None:
     """Relay change events to browsers over Server-Sent Events (GET /events)."""
     import signal
 
+    from pgwatch_cli.bus import url as bus_url
     from pgwatch_cli.capture import triggers
     from pgwatch_cli.commands import serve as server
 
     triggers.check_channel(channel)
     processes = server.parse_workers(workers)
+    redis_bus = bus_url.parse(bus)
+    if redis_bus is not None:
+        bus_url.require_client()
     # Refuse an unsafe exposure before touching the database.
     server.check_exposure(host, token or None, insecure)
     options = server.ServeOptions(
@@ -813,6 +823,7 @@ def serve(
         allow_origins=tuple(allow_origin or ()), insecure=insecure, demo=demo_page,
         schema=schema, channel=channel, heartbeat_s=heartbeat, client_buffer=client_buffer,
         workers=processes, max_clients=max_clients, max_lag_s=max_lag, relay=not no_relay,
+        bus=redis_bus,
     )
 
     def announce(running: server.Running) -> None:

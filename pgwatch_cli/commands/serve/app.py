@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from pgwatch_cli import client
+from pgwatch_cli.bus import hooks as bus_hooks
 from pgwatch_cli.commands.serve import metrics, presence
 from pgwatch_cli.commands.serve.pauses import gc_stats
 from pgwatch_cli.commands.serve.security import TokenAuth
@@ -98,6 +99,7 @@ def health(relay: Relay) -> dict[str, Any]:
         "listener_connected": connected,
         "clients": own,
         "last_seq": relay.stream.last_seq,
+        **bus_hooks.health(relay.stream),
     }
     worker = relay.worker
     if worker.count > 1:
@@ -191,4 +193,5 @@ def samples(relay: Relay) -> list[metrics.Sample]:
                gc_stats.long_pauses),
         sample("bookwatch_worker", "gauge",
                "Which --workers process answered (0-based).", relay.worker.index),
+        *(sample(*bus_sample) for bus_sample in bus_hooks.samples(stream)),
     ]

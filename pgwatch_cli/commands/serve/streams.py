@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from aiohttp import web
 
+from pgwatch_cli.bus.source import EventSource
 from pgwatch_cli.capture import sqlfiles
 from pgwatch_cli.commands.serve import sse
 from pgwatch_cli.commands.serve.connections import AsyncConn, Connections
@@ -26,7 +27,7 @@ from pgwatch_cli.commands.serve.presence import Presence
 from pgwatch_cli.errors import DatabaseUnreachable
 from pgwatch_cli.stream.events import ChangeEvent, InvalidPayload, LogReplaced
 from pgwatch_cli.stream.filters import Filters
-from pgwatch_cli.stream.listener import ChangeStream, read_log
+from pgwatch_cli.stream.listener import read_log
 
 REPLAY_PAGE = 500
 
@@ -72,7 +73,7 @@ class Relay:
     def __init__(
         self,
         *,
-        stream: ChangeStream,
+        stream: EventSource,  # a ChangeStream, or a BusStream with --bus redis://
         presence: Presence,
         connections: Connections,
         fanout: Fanout,
