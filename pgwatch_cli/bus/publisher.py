@@ -101,6 +101,8 @@ class Publisher:
             self._failure_said = ""
             prev = stream.last_seq or 0
             log_id = stream.log_id
+            # Replicas waiting for events up to here will not find them in the stream.
+            await self._write_start(log_id, prev)
             queue: asyncio.Queue[StreamItem | _Failed] = asyncio.Queue()
             pump = asyncio.create_task(_pump(stream, queue))
             try:
@@ -161,6 +163,7 @@ class Publisher:
                 # The new log's seqs start again: its entries cannot follow the old ones.
                 await client.done(self.redis.delete(self.stream_key))
                 log_id, prev = item.new_log_id, 0
+                await self._write_start(log_id, prev)
             elif item.seq is not None:  # seq-less (notify mode) events cannot be resumed
                 events.append(item)
         return await self._xadd(log_id, prev, events), log_id
@@ -182,6 +185,11 @@ class Publisher:
         else:
             self.batches += 1
         return last
+
+    async def _write_start(self, log_id: str | None, start: int) -> None:
+        await client.done(self.redis.hset(self.keys.head(self.channel), mapping={
+            "log_id": log_id or "", "from": start,
+        }))
 
     async def _write_head(self, log_newest: int, published: int) -> None:
         """``published``: the seq the stream is complete up to (its last batch, or where this

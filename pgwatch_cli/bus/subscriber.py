@@ -246,7 +246,7 @@ class BusStream:
             )
             if monotonic() - checked_at >= CHECK_S or not answer:
                 checked_at = monotonic()
-                if await self._log_changed_under_us(key):
+                if await self._must_read_log(key):
                     async with contextlib.aclosing(self._catch_up()) as log:
                         async for item in log:
                             yield item
@@ -300,13 +300,18 @@ class BusStream:
         self.stats.delivered += 1
         return True
 
-    async def _log_changed_under_us(self, key: str) -> bool:
-        """Reads the publisher's head; True when the stream belongs to another log."""
+    async def _must_read_log(self, key: str) -> bool:
+        """Reads the publisher's head; True when the log must be read: the stream belongs to
+        another log, or its publisher started after this replica's cursor."""
         assert self.keys is not None
         head: dict[bytes, bytes] = await client.done(
             self.redis.hgetall(self.keys.head(self.channel))
         )
         self.head = _head(head)
+        start = head.get(b"from")
+        if (start is not None and head.get(b"log_id", b"").decode() == (self.log_id or "")
+                and int(start) > (self.last_seq or 0)):
+            return True
         top: client.Entries = await client.done(self.redis.xrevrange(key, count=1))
         if not top:
             return False
