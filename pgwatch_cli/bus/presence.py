@@ -84,9 +84,8 @@ class RedisPresenceSync:
                 await self._keep_in_step(pubsub)
                 await self._withdraw()
                 return
-            except client.UNAVAILABLE as exc:
-                if self.presence.shared:
-                    self._notice(f"Presence lost Redis, retrying: {exc}")
+            except client.UNAVAILABLE:
+                # Said once by the replica's BusStream; the others' viewers go meanwhile.
                 self._lost()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop_requested.wait(),

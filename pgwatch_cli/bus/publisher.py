@@ -84,7 +84,8 @@ class Publisher:
                 if task is not None and task.cancelling():
                     raise asyncio.CancelledError() from exc
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                if reason != self._failure_said:
+                # Redis down is said once, by the replica's BusStream, which also falls back.
+                if reason != self._failure_said and not isinstance(exc, client.UNAVAILABLE):
                     self._failure_said = reason
                     self.notice(f"bus publisher: {reason}; retrying")
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
