@@ -186,7 +186,7 @@ def _forget_keys(bus: str) -> None:
 def summary(result: dict[str, Any]) -> str:
     latency = result["latency_ms"]
     return (
-        f"{result['bus']:8} {result['replicas']} replicas x {result['clients']} clients @ "
+        f"{result['bus']:8} {result['replicas']} replicas, {result['clients']} clients @ "
         f"{result['rate']}/s: log scans/event {result['change_log_scans_per_event']}, other "
         f"xacts/event {result['other_transactions_per_event']}, connections "
         f"{result['db_connections_held']} (LISTEN {result['db_listen_connections']}); every "

@@ -24,7 +24,7 @@ from pgwatch_cli import db
 from pgwatch_cli.bus import client, entries
 from pgwatch_cli.bus.keys import Keys
 from pgwatch_cli.bus.lease import RENEW_S, Lease
-from pgwatch_cli.errors import BookwatchError
+from pgwatch_cli.bus.lease import TTL_S as LEASE_TTL_S
 from pgwatch_cli.stream.events import ChangeEvent, LogReplaced, StreamItem
 from pgwatch_cli.stream.listener import ChangeStream
 
@@ -32,7 +32,6 @@ APPLICATION_NAME = "bookwatch bus publisher"
 MAXLEN = 10_000  # entries kept per stream (about; trimmed by whole nodes)
 BATCH_MAX = 500
 RETRY_MAX_S = 5.0
-_FAILURES = (psycopg.Error, BookwatchError, *client.UNAVAILABLE, client.RedisError)
 
 
 class _Failed:
@@ -65,20 +64,11 @@ class Publisher:
         delay = 0.5
         while True:
             try:
-                conn = await db.connect_async(
-                    self.dsn, autocommit=True, application_name=APPLICATION_NAME
-                )
-                async with conn:
-                    lease = Lease(conn, f"{self.keys.prefix}:{self.channel}", self.channel,
-                                  self.holder)
-                    await lease.prepare()
-                    while True:
-                        newest = await lease.take()
-                        if newest is not None:
-                            await self._lead(lease, conn, newest)
-                            delay = 0.5
-                        await asyncio.sleep(RENEW_S * random.uniform(0.7, 1.0))
-            except _FAILURES as exc:
+                if not await self._others_publish():
+                    await self._try_to_lead()
+                    delay = 0.5
+                await asyncio.sleep(RENEW_S * random.uniform(0.7, 1.0))
+            except Exception as exc:  # any failure: retry, the others are waiting for us
                 self.leading = False
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
@@ -90,6 +80,28 @@ class Publisher:
                     self.notice(f"bus publisher: {reason}; retrying")
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _others_publish(self) -> bool:
+        """Another process renewed the head lately: no need to ask PostgreSQL (candidates
+        hold no connection while a publisher is alive)."""
+        head: dict[bytes, bytes] = await client.done(
+            self.redis.hgetall(self.keys.head(self.channel))
+        )
+        holder, at = head.get(b"holder"), head.get(b"at")
+        if holder is None or at is None or holder.decode() == self.holder:
+            return False
+        return time.time() - float(at) < LEASE_TTL_S
+
+    async def _try_to_lead(self) -> None:
+        """Take the lease if it is free and publish while it is ours."""
+        conn = await db.connect_async(self.dsn, autocommit=True,
+                                      application_name=APPLICATION_NAME)
+        async with conn:
+            lease = Lease(conn, f"{self.keys.prefix}:{self.channel}", self.channel, self.holder)
+            await lease.prepare()
+            newest = await lease.take()
+            if newest is not None:
+                await self._lead(lease, conn, newest)
 
     async def _lead(
         self, lease: Lease, conn: psycopg.AsyncConnection[tuple[object, ...]], newest: int

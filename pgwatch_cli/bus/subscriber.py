@@ -110,6 +110,8 @@ class BusStream:
         self.publisher: Publisher | None = None
         self.redis = client.connect(bus, name="bookwatch-replica")
         self._on_bus = False
+        self._started_at = monotonic()
+        self._missing_said = False
         self._fallback_stream: ChangeStream | None = None
         self._publisher_task: asyncio.Task[None] | None = None
         self._items: AsyncGenerator[StreamItem] | None = None
@@ -308,6 +310,8 @@ class BusStream:
             self.redis.hgetall(self.keys.head(self.channel))
         )
         self.head = _head(head)
+        if self._publisher_missing():
+            return True  # the log, every CHECK_S, until a publisher shows up
         start = head.get(b"from")
         if (start is not None and head.get(b"log_id", b"").decode() == (self.log_id or "")
                 and int(start) > (self.last_seq or 0)):
@@ -321,11 +325,37 @@ class BusStream:
             return False
         return batch.log_id != (self.log_id or "")
 
+    def _publisher_missing(self) -> bool:
+        age = self.head.age_s
+        if age is None:
+            age = monotonic() - self._started_at
+        missing = age > HEAD_STALE_S
+        if missing != self._missing_said:
+            self._missing_said = missing
+            self.notice("no bus publisher for this database; reading the change log every "
+                        f"{CHECK_S:g} s until one publishes" if missing
+                        else "a bus publisher is back")
+        return missing
+
     # -- the log ---------------------------------------------------------------------------
 
     async def _catch_up(self) -> AsyncGenerator[StreamItem]:
-        """The log after the cursor up to its newest (LogReplaced first if it is a new log)."""
+        """The log after the cursor up to its newest (LogReplaced first if it is a new log),
+        however long PostgreSQL takes to answer: events after the gap must wait for it."""
         self.bus_stats.catch_ups += 1
+        delay = 0.5
+        while True:
+            try:
+                async with contextlib.aclosing(self._read_log()) as log:
+                    async for item in log:
+                        yield item
+                return
+            except _PG_LOST as exc:
+                self.notice(f"cannot read the change log ({_reason(exc)}); retrying")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 8.0)
+
+    async def _read_log(self) -> AsyncGenerator[StreamItem]:
         async with await db.connect_async(
             self.dsn, autocommit=True, application_name=APPLICATION_NAME
         ) as conn:
