@@ -323,3 +323,31 @@ def test_healthz_of_a_server_without_a_bus_names_postgres(demo_dsn: str) -> None
     with running_server(demo_dsn) as server:
         assert health(server.url)["bus"] == "postgres"
         assert json.loads(json.dumps(health(server.url)))["status"] == "ok"
+
+
+def test_without_any_publisher_replicas_read_the_log_and_say_so(
+    demo_dsn: str, bus: bus_url.RedisBus
+) -> None:
+    from pgwatch_cli.bus.subscriber import CHECK_S, BusStream
+
+    said: list[str] = []
+
+    async def scenario() -> list[int | None]:
+        with psycopg.connect(demo_dsn, autocommit=True) as conn:
+            # No process may publish (say, the role cannot write bookwatch.bus_lease).
+            async with BusStream(bus, demo_dsn, publish=False, notice=said.append,
+                                 publisher_grace_s=1.0) as alone:
+                items = alone.items()
+                written = [await asyncio.to_thread(bump_price, conn, 1) for _ in range(3)]
+                got = []
+                for _ in written:
+                    item = await asyncio.wait_for(anext(items), 1.0 + 2 * CHECK_S + 10)
+                    assert isinstance(item, ChangeEvent)
+                    got.append(item.seq)
+                assert got == written
+                return got
+
+    asyncio.run(scenario())
+    assert [line for line in said if "no bus publisher" in line] == [
+        "no bus publisher for this database; reading the change log every 2 s until one "
+        "publishes"]

@@ -91,7 +91,7 @@ class BusStream:
     def __init__(
         self, bus: RedisBus, dsn: str, *, channel: str = DEFAULT_CHANNEL, relay: bool = True,
         publish: bool = True, notice: Callable[[str], None] = console.warn,
-        block_ms: int = BLOCK_MS,
+        block_ms: int = BLOCK_MS, publisher_grace_s: float = HEAD_STALE_S,
     ) -> None:
         self.bus = bus
         self.dsn = dsn
@@ -100,6 +100,7 @@ class BusStream:
         self.publish = publish
         self.notice = notice
         self.block_ms = block_ms
+        self.publisher_grace_s = publisher_grace_s
         self.last_seq: int | None = None
         self.log_id: str | None = None
         self.stats = StreamStats()
@@ -329,7 +330,7 @@ class BusStream:
         age = self.head.age_s
         if age is None:
             age = monotonic() - self._started_at
-        missing = age > HEAD_STALE_S
+        missing = age > self.publisher_grace_s
         if missing != self._missing_said:
             self._missing_said = missing
             self.notice("no bus publisher for this database; reading the change log every "
