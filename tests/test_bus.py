@@ -351,3 +351,40 @@ def test_without_any_publisher_replicas_read_the_log_and_say_so(
     assert [line for line in said if "no bus publisher" in line] == [
         "no bus publisher for this database; reading the change log every 2 s until one "
         "publishes"]
+
+
+def test_wal_mode_through_the_bus_and_a_recreated_log(
+    logical_db: str, bus: bus_url.RedisBus
+) -> None:
+    """The publisher's ChangeStream relays the WAL; a recreated log reaches replicas as
+    LogReplaced followed by the new log's events from its start."""
+    from pgwatch_cli.bus.subscriber import BusStream
+    from pgwatch_cli.stream.events import LogReplaced
+    from tests.relay_helpers import create_log, install_wal, write
+
+    install_wal(logical_db)
+
+    async def take(items: Any, count: int) -> list[Any]:
+        got: list[Any] = []
+        while len([item for item in got if isinstance(item, ChangeEvent)]) < count:
+            got.append(await asyncio.wait_for(anext(items), 30))
+        return got
+
+    async def scenario() -> tuple[list[Any], str]:
+        async with BusStream(bus, logical_db, publish=True) as publisher, \
+                BusStream(bus, logical_db, publish=False) as replica:
+            items = replica.items()
+            await asyncio.to_thread(write, logical_db, range(3))
+            got = await take(items, 3)
+            assert publisher.publisher is not None and publisher.publisher.leading
+            new_log = await asyncio.to_thread(create_log, logical_db)
+            await asyncio.to_thread(write, logical_db, [10, 11])
+            got += await take(items, 2)
+            return got, new_log
+
+    got, new_log = asyncio.run(scenario())
+    events = [(item.id, item.seq) for item in got if isinstance(item, ChangeEvent)]
+    assert events[:3] == [(0, 1), (1, 2), (2, 3)]
+    replaced = [item for item in got if isinstance(item, LogReplaced)]
+    assert len(replaced) == 1 and replaced[0].new_log_id == new_log
+    assert events[3:] == [(10, 1), (11, 2)]
