@@ -313,9 +313,11 @@ class BusStream:
         self.head = _head(head)
         if self._publisher_missing():
             return True  # the log, every CHECK_S, until a publisher shows up
+        head_log = head.get(b"log_id")
+        if head_log is not None and head_log.decode() != (self.log_id or ""):
+            return True  # the publisher follows a log this replica has not seen (recreated)
         start = head.get(b"from")
-        if (start is not None and head.get(b"log_id", b"").decode() == (self.log_id or "")
-                and int(start) > (self.last_seq or 0)):
+        if start is not None and int(start) > (self.last_seq or 0):
             return True
         top: client.Entries = await client.done(self.redis.xrevrange(key, count=1))
         if not top:
