@@ -139,7 +139,7 @@ def test_without_the_redis_extra_bus_redis_is_exit_2_naming_it(tmp_path: Path) -
         class _NoRedis:
             def find_spec(self, name, path=None, target=None):
                 if name == "redis" or name.startswith("redis."):
-                    raise ImportError("No module named " + repr(name))
+                    raise ModuleNotFoundError("No module named " + repr(name), name=name)
                 return None
         sys.meta_path.insert(0, _NoRedis())
     """))

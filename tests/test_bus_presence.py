@@ -9,6 +9,9 @@ import time
 from typing import Any
 
 import httpx
+import pytest
+
+pytest.importorskip("redis", reason="redis-py is not installed (pip install 'bookwatch[redis]')")
 
 from pgwatch_cli.bus import client as bus_client
 from pgwatch_cli.bus import url as bus_url
