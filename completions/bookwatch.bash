@@ -95,10 +95,10 @@ _bookwatch() {
             ;;
         serve)
             case "$prev" in
-                --allow-origin|--channel|--client-buffer|--dsn|--heartbeat|--host|--max-clients|--max-lag|--port|--schema|--token|--token-secret-file|--workers) COMPREPLY=(); return ;;
+                --allow-origin|--bus|--channel|--client-buffer|--dsn|--heartbeat|--host|--max-clients|--max-lag|--port|--schema|--token|--token-secret-file|--workers) COMPREPLY=(); return ;;
             esac
             if [[ $cur == -* ]]; then
-                _bookwatch_reply -W "--allow-origin --channel --client-buffer --demo --dsn --embedded --heartbeat --help --host --insecure --max-clients --max-lag --no-relay --port --schema --token --token-secret-file --workers -h"
+                _bookwatch_reply -W "--allow-origin --bus --channel --client-buffer --demo --dsn --embedded --heartbeat --help --host --insecure --max-clients --max-lag --no-relay --port --schema --token --token-secret-file --workers -h"
             else
                 COMPREPLY=()
             fi

@@ -84,6 +84,7 @@ complete -c bookwatch -n '__fish_seen_subcommand_from remove-triggers' -l table 
 
 # serve
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l allow-origin -x -d 'Let pages from this origin use the server (CORS; repeatable).'
+complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l bus -x -d 'Where replicas get events and presence: PostgreSQL (LISTEN + log reads), or a Redis Stream fed once per database (needs bookwatch[redis]).'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l channel -x -d 'NOTIFY channel the events are sent on.'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l client-buffer -x -d 'Bytes a slow client may fall behind before it is reset.'
 complete -c bookwatch -n '__fish_seen_subcommand_from serve' -l demo -d 'Serve a demo booking editor at / on the init-demo tables (needs init-demo).'

@@ -844,18 +844,28 @@ def serve(
     ] = 10.0,
     token_secret_file: TokenSecretFileOption = None,
     no_relay: NoRelayOption = False,
+    bus: Annotated[
+        str, typer.Option("--bus", metavar="postgres|redis://HOST:PORT/DB",
+                          help="Where replicas get events and presence: PostgreSQL (LISTEN + "
+                          "log reads), or a Redis Stream fed once per database "
+                          "(needs bookwatch[redis]).")
+    ] = "postgres",
     dsn: DsnOption = None,
     embedded: EmbeddedOption = False,
 ) -> None:
     """Relay change events to browsers over Server-Sent Events (GET /events)."""
     import signal
 
+    from pgwatch_cli.bus import url as bus_url
     from pgwatch_cli.capture import triggers
     from pgwatch_cli.commands import serve as server
 
     triggers.check_channel(channel)
     processes = server.parse_workers(workers)
     secret = _token_secret(token_secret_file)
+    redis_bus = bus_url.parse(bus)
+    if redis_bus is not None:
+        bus_url.require_client()
     # Refuse an unsafe exposure before touching the database.
     server.check_exposure(host, token or None, insecure, signed=secret is not None)
     options = server.ServeOptions(
@@ -864,6 +874,7 @@ def serve(
         allow_origins=tuple(allow_origin or ()), insecure=insecure, demo=demo_page,
         schema=schema, channel=channel, heartbeat_s=heartbeat, client_buffer=client_buffer,
         workers=processes, max_clients=max_clients, max_lag_s=max_lag, relay=not no_relay,
+        bus=redis_bus,
     )
 
     def announce(running: server.Running) -> None:

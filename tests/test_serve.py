@@ -342,7 +342,7 @@ def test_healthz_and_metrics_report_clients_events_and_the_listener(
         metrics = httpx.get(server.url + "/metrics", timeout=10)
     assert health.status_code == 200
     assert health.json() == {"status": "ok", "listener_connected": True, "clients": 1,
-                             "last_seq": seq}
+                             "last_seq": seq, "bus": "postgres"}
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
     values = dict(
         line.split(" ", 1) for line in metrics.text.splitlines() if not line.startswith("#")

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from pgwatch_cli import client
+from pgwatch_cli.bus import hooks as bus_hooks
 from pgwatch_cli.commands.serve import logs, metrics, presence, scopes
 from pgwatch_cli.commands.serve.auth import TokenCheck
 from pgwatch_cli.commands.serve.cors import Cors
@@ -104,6 +105,7 @@ def health(relay: Relay) -> dict[str, Any]:
         "listener_connected": connected,
         "clients": own,
         "last_seq": relay.stream.last_seq,
+        **bus_hooks.health(relay.stream),
     }
     worker = relay.worker
     if worker.count > 1:
@@ -227,4 +229,5 @@ def samples(relay: Relay) -> list[metrics.Sample]:
                gc_stats.long_pauses),
         sample("bookwatch_worker", "gauge",
                "Which --workers process answered (0-based).", relay.worker.index),
+        *(sample(*bus_sample) for bus_sample in bus_hooks.samples(stream)),
     ]

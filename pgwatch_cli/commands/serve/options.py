@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pgwatch_cli.bus.url import RedisBus
 from pgwatch_cli.defaults import DEFAULT_CHANNEL
 from pgwatch_cli.errors import BookwatchError, UsageProblem
 
@@ -34,6 +35,7 @@ class ServeOptions:
     port: int = 8765
     token: str | None = None
     token_secret: bytes | None = None  # verifies signed, scoped tokens (--token-secret-file)
+    bus: RedisBus | None = None  # --bus redis://: events and presence through Redis
     allow_origins: Sequence[str] = field(default_factory=tuple)
     insecure: bool = False
     demo: bool = False

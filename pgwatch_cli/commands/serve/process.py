@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from pgwatch_cli import console, db, lifecycle
+from pgwatch_cli.bus import hooks as bus_hooks
 from pgwatch_cli.commands.serve import logs, pauses, presence_sync
 from pgwatch_cli.commands.serve.app import AppSettings, create_app
 from pgwatch_cli.commands.serve.connections import Connections
@@ -134,9 +135,13 @@ async def serve_on(
     access_log = logs.configure(debug)
     with Stopper(ALONE_STOPS_ON if worker.count == 1 else WORKER_STOPS_ON) as stopper:
         presence = Presence()
-        async with ChangeStream(options.dsn, channel=options.channel,
-                                relay=options.relay) as stream, \
-                presence_sync.shared(presence, options.dsn):
+        # --bus: the one place serve chooses between the PostgreSQL bus and Redis.
+        source = ChangeStream(options.dsn, channel=options.channel, relay=options.relay) \
+            if options.bus is None else bus_hooks.stream(
+                options.bus, options.dsn, channel=options.channel, relay=options.relay)
+        sharing = presence_sync.shared(presence, options.dsn) if options.bus is None \
+            else bus_hooks.shared_presence(presence, options.bus, options.dsn)
+        async with source as stream, sharing:
             fanout = Fanout(
                 RelayCounters(), buffer_bytes=options.client_buffer,
                 max_lag_s=options.max_lag_s, clock_offset_s=await clock_offset(options.dsn),

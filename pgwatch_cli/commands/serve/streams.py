@@ -19,6 +19,7 @@ import psycopg
 from aiohttp import web
 
 from pgwatch_cli.auth import Scope
+from pgwatch_cli.bus.source import EventSource
 from pgwatch_cli.capture import sqlfiles
 from pgwatch_cli.commands.serve import scopes, sse
 from pgwatch_cli.commands.serve.connections import AsyncConn, Connections
@@ -28,7 +29,6 @@ from pgwatch_cli.commands.serve.presence import Presence
 from pgwatch_cli.errors import DatabaseUnreachable
 from pgwatch_cli.stream.events import ChangeEvent, InvalidPayload, LogReplaced, parse
 from pgwatch_cli.stream.filters import Filters
-from pgwatch_cli.stream.listener import ChangeStream
 
 REPLAY_PAGE = 500
 REPLAY_PAGE_BYTES = 1 << 20
@@ -83,7 +83,7 @@ class Relay:
     def __init__(
         self,
         *,
-        stream: ChangeStream,
+        stream: EventSource,  # a ChangeStream, or a BusStream with --bus redis://
         presence: Presence,
         connections: Connections,
         fanout: Fanout,
