@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fix_logical",
     "tests.fix_modes",
     "tests.fix_demo",
+    "tests.fix_browser",
 ]

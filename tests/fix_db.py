@@ -1,7 +1,9 @@
 """Database fixtures: a real PostgreSQL for every test, never a mock.
 
 The server is, in order: $BOOKWATCH_TEST_DSN, else the one on 127.0.0.1:5432 if it answers,
-else an embedded server started for this session. Each test gets a fresh database cloned from
+else an embedded server started for this session. With several xdist workers the controller
+makes that choice once and hands it to the workers in $BOOKWATCH_TEST_DSN, so they share one
+embedded server rather than start one each. Each test gets a fresh database cloned from
 a template (``postgresql`` is a psycopg connection to it, ``dsn`` its connection string),
 made ahead of time by ``DatabasePool``.
 """
@@ -67,6 +69,17 @@ SELECT datname::text, split_part(substr(datname, length(%(prefix)s) + 1), '_', 1
           AND l.objid = oid(hashtext(split_part(substr(datname, length(%(prefix)s) + 1), '_', 1))
                             ::bigint & 4294967295))
 """
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the controller of a parallel run: choose the server once for every worker."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    if os.environ.get("BOOKWATCH_TEST_DSN"):
+        return
+    stack = contextlib.ExitStack()
+    config.add_cleanup(stack.close)
+    os.environ["BOOKWATCH_TEST_DSN"] = _choose_server(stack)
 
 
 @pytest.fixture(scope="session")
@@ -247,6 +260,7 @@ def server_dsn(test_server: NoopExecutor) -> str:
     """Connection string of the server's maintenance database (for server-wide checks)."""
     return str(
         psycopg.conninfo.make_conninfo(
-            host=test_server.host, port=test_server.port, user=test_server.user, dbname="postgres"
+            host=test_server.host, port=test_server.port, user=test_server.user, dbname="postgres",
+            **({"password": test_server.password} if test_server.password else {}),
         )
     )
