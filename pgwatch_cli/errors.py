@@ -1,5 +1,6 @@
 """Domain errors. Each class's docstring is its default message; ``exit_code`` is what the CLI
-returns for it (SPEC "Exit codes"); ``hint`` is an optional second line for the user."""
+returns for it (docs/reference.md, "Exit codes"); ``hint`` is an optional second line for the
+user."""
 
 from __future__ import annotations
 

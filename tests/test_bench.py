@@ -321,7 +321,7 @@ def test_failing_run_reports_one_error_line_and_leaves_nothing(
 def test_signal_cleans_up_like_ctrl_c(
     dsn: str, postgresql: psycopg.Connection[Any], signum: int, code: int
 ) -> None:
-    """No schema, no connection, no process left: SPEC "Signals"."""
+    """No schema, no connection, no process left: docs/reference.md, "Signals"."""
     postgresql.autocommit = True
     bench = _start_bench(dsn)
     try:

@@ -1,6 +1,6 @@
-"""The embedded server: runs with wal_level = logical (SPEC "Capture modes"), also on a data
-directory made before that was the rule, gets an environment without our PG* variables, and
-never has them removed from ours."""
+"""The embedded server: runs with wal_level = logical (docs/reference.md, "Capture modes"),
+also on a data directory made before that was the rule, gets an environment without our PG*
+variables, and never has them removed from ours."""
 
 from __future__ import annotations
 

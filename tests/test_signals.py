@@ -1,4 +1,4 @@
-"""SPEC "Signals": SIGTERM and SIGHUP clean up exactly as Ctrl-C does — scratch schema,
+"""docs/reference.md "Signals": SIGTERM and SIGHUP clean up exactly as Ctrl-C does — scratch schema,
 connections, the embedded server — and exit 128 + signal; a reader that goes away ends the
 output quietly; a killed run's scratch schema is named, then removed by the next run."""
 

@@ -1,4 +1,5 @@
-"""ChangeEvent: the wire format v1 (SPEC "Event wire format"), parsed and serialized."""
+"""ChangeEvent: the wire format v1 (docs/reference.md, "Event wire format"), parsed and
+serialized."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 Action = Literal["INSERT", "UPDATE", "DELETE", "TRUNCATE"]
-# The actions ``tail --action`` filters on (SPEC); TRUNCATE events are accepted but not listed.
+# The actions ``tail --action`` filters on (docs/reference.md); TRUNCATE events are accepted
+# but not listed.
 ACTIONS: tuple[Action, ...] = ("INSERT", "UPDATE", "DELETE")
 JsonValue = Any
 
