@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-import unicodedata
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -34,6 +33,7 @@ from pgwatch_cli.capture import sqlfiles
 from pgwatch_cli.capture.tables import TableRef
 from pgwatch_cli.demo import schema as demo
 from pgwatch_cli.errors import BookwatchError
+from pgwatch_cli.text import has_control_characters
 
 ACTOR_HEADER = "X-Bookwatch-User"
 SEQ_HEADER = "X-Bookwatch-Seq"
@@ -76,8 +76,7 @@ def actor_of(raw: str | None) -> str:
     if len(name) > MAX_ACTOR_LENGTH:
         raise BadActor(f"{ACTOR_HEADER} must be at most {MAX_ACTOR_LENGTH} characters")
     # The name lands in change events that other people's pages show.
-    if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") or "\u202a" <= char <= "\u202e"
-           or "\u2066" <= char <= "\u2069" for char in name):
+    if has_control_characters(name):
         raise BadActor(f"{ACTOR_HEADER} must not contain control characters")
     return name
 

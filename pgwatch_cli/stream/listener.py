@@ -36,6 +36,7 @@ from pgwatch_cli.stream.events import (
     StreamItem,
     parse,
 )
+from pgwatch_cli.text import first_line
 
 DEFAULT_CHANNEL = "booking_changes"
 LISTENER_APPLICATION_NAME = "bookwatch listener"
@@ -608,5 +609,4 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer to the liveness check"
     # libpq's first line is the cause ("terminating connection due to administrator command").
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(exc)
