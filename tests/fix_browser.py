@@ -1,9 +1,13 @@
-"""Browser fixtures: one headless Chromium per worker session, a fresh set of contexts per test.
+"""Browser fixtures: one headless Chromium per test module, a fresh set of contexts per test.
 
 Debian's ``chromium`` driven by Playwright (no browser download is possible here; ``.ci/run``
 installs chromium when it is missing). Launching Chromium costs about a second of CPU, so it is
-launched once; each test gets ``browser``, which makes contexts (one per person, nothing shared
-between them) and closes every context it made when the test ends.
+launched once per module; each test gets ``browser``, which makes contexts (one per person,
+nothing shared between them) and closes every context it made when the test ends.
+
+Playwright's sync API keeps an event loop running on the main thread while it is started, so
+``asyncio.run`` fails in any other test that runs meanwhile: a module's browser tests therefore
+share one xdist group (run together on one worker), and Chromium stops with the module.
 """
 
 from __future__ import annotations
@@ -26,9 +30,16 @@ def chromium_executable() -> str | None:
     return str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "chromium" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(f"browser:{item.path.name}"))
+
+
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """The session's Chromium (a Playwright ``Browser``); skips when chromium is absent."""
+    """The module's Chromium (a Playwright ``Browser``); skips when chromium is absent."""
     executable = chromium_executable()
     if executable is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; "
@@ -45,7 +56,7 @@ def chromium() -> Iterator[Any]:
 
 
 class TestBrowser:
-    """The session's Chromium as one test sees it: the contexts it makes die with the test."""
+    """The module's Chromium as one test sees it: the contexts it makes die with the test."""
 
     __test__ = False  # not a test class, whatever its name
 
@@ -66,7 +77,7 @@ class TestBrowser:
 
 @pytest.fixture
 def browser(chromium: Any) -> Iterator[TestBrowser]:
-    """Contexts on the session's Chromium, all closed when the test ends."""
+    """Contexts on the module's Chromium, all closed when the test ends."""
     session = TestBrowser(chromium)
     try:
         yield session

@@ -1,7 +1,7 @@
 """The seed's own scenario in a real browser: Anna and Ben edit booking #123 on the demo page,
 and nothing Ben typed is ever lost.
 
-Headless Debian ``chromium`` driven by Playwright, launched once per session
+Headless Debian ``chromium`` driven by Playwright, launched once per module
 (``tests/fix_browser.py``). Two people are two browser contexts; two
 tabs of one person are two pages of one context.
 """
@@ -34,6 +34,7 @@ pytestmark = pytest.mark.skipif(
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
+expect.set_options(timeout=WAIT_MS)  # a loaded machine takes more than the default 5 s
 
 
 def person(browser: Any, width: int = 1280, height: int = 800) -> Any:

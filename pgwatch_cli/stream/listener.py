@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from time import monotonic
@@ -26,6 +25,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from pgwatch_cli import console, db
+from pgwatch_cli.backoff import Backoff
 from pgwatch_cli.capture import sqlfiles
 from pgwatch_cli.errors import BookwatchError, DatabaseUnreachable, NotInstalled
 from pgwatch_cli.stream import relay_leader
@@ -498,13 +498,12 @@ class ChangeStream:
 
     async def _reconnect(self) -> None:
         """Connect again, forever, with jittered exponential backoff."""
-        delay = BACKOFF_FIRST_S
+        backoff = Backoff(BACKOFF_FIRST_S, BACKOFF_CAP_S)
         while True:
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            await asyncio.sleep(backoff.next_wait())
             try:
                 conn, state = await self._open()
             except (DatabaseUnreachable, *_CONNECTION_LOST):
-                delay = min(delay * 2, BACKOFF_CAP_S)
                 continue
             self._conn = conn
             self.stats.reconnects += 1
