@@ -7,7 +7,7 @@ nothing shared between them) and closes every context it made when the test ends
 
 Playwright's sync API keeps an event loop running on the main thread while it is started, so
 ``asyncio.run`` fails in any other test that runs meanwhile: a module's browser tests therefore
-share one xdist group (run together on one worker), and Chromium stops with the module.
+run in xdist groups (each group together on one worker), and Chromium stops with the module.
 """
 
 from __future__ import annotations
@@ -30,11 +30,20 @@ def chromium_executable() -> str | None:
     return str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
 
 
+# A module's browser tests are dealt round-robin into this many groups: each group runs on one
+# worker with one Chromium, and the groups run side by side.
+BROWSER_GROUPS = 2
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    dealt: dict[Path, int] = {}
     for item in items:
         if "chromium" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(f"browser:{item.path.name}"))
+            number = dealt.get(item.path, 0)
+            dealt[item.path] = number + 1
+            group = f"browser:{item.path.name}:{number % BROWSER_GROUPS}"
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pgwatch_cli.commands.bench import options as bench_options
 from tests.fix_cli import Invoke, spawn_bookwatch
 
 pytestmark = pytest.mark.timeout(120)
@@ -192,8 +193,9 @@ def test_no_relay_leaves_relaying_to_a_bookwatch_relay_process(
 
 
 def test_no_relay_with_nobody_relaying_fails_clearly_and_cleans_up(
-    bookwatch: Invoke, logical_db: str
+    bookwatch: Invoke, logical_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(bench_options, "DRAIN_TIMEOUT_S", 2.0)  # nothing can arrive: no relay
     result = bookwatch("bench", "--dsn", logical_db, "--events", "20", "--mode", "wal",
                        "--no-relay")
 
