@@ -1,11 +1,13 @@
 """Database fixtures: a real PostgreSQL for every test, never a mock.
 
-The server is, in order: $BOOKWATCH_TEST_DSN, else the one on 127.0.0.1:5432 if it answers,
-else an embedded server started for this session. With several xdist workers the controller
-makes that choice once and hands it to the workers in $BOOKWATCH_TEST_DSN, so they share one
-embedded server rather than start one each. Each test gets a fresh database cloned from
-a template (``postgresql`` is a psycopg connection to it, ``dsn`` its connection string),
-made ahead of time by ``DatabasePool``.
+The server is, in order: $BOOKWATCH_TEST_DSN, else a throwaway cluster started for the run
+(``fsync=off``: crash safety buys a test nothing, and fsync made each CREATE DATABASE and
+commit wait on the disk; ``wal_level = replica``, as most servers run), else (where that
+cannot start) the one on 127.0.0.1:5432 if it answers, else an embedded server. With several
+xdist workers the controller makes that choice once and hands it to the workers in
+$BOOKWATCH_TEST_DSN, so they share one server rather than start one each. Each test gets a
+fresh database cloned from a template (``postgresql`` is a psycopg connection to it, ``dsn``
+its connection string), made ahead of time by ``DatabasePool``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import itertools
 import os
 import queue
 import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -27,6 +30,8 @@ import pytest
 from psycopg import sql
 from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
+
+from tests.fix_logical import logical_cluster
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -113,6 +118,10 @@ def _choose_server(stack: contextlib.ExitStack) -> str:
     dsn = os.environ.get("BOOKWATCH_TEST_DSN")
     if dsn:
         return dsn
+    try:
+        return stack.enter_context(logical_cluster(wal_level="replica"))
+    except (OSError, KeyError, subprocess.CalledProcessError, RuntimeError):
+        pass  # no binaries, or no user "postgres" to run them as root
     if _answers(LOCAL_SERVER):
         return LOCAL_SERVER
     return stack.enter_context(_embedded_server())
