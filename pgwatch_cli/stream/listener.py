@@ -72,11 +72,14 @@ SELECT (SELECT value FROM bookwatch.meta WHERE key = 'schema_version'),
        (SELECT value FROM bookwatch.meta WHERE key = 'log_id'),
        (SELECT coalesce(max(seq), 0) FROM bookwatch.change_log WHERE channel = %(channel)s)
 """
-_HAS_SLOT = """
-SELECT EXISTS (SELECT FROM pg_catalog.pg_replication_slots s
-                 JOIN pg_catalog.pg_database d ON d.datname = current_database()
-                WHERE s.slot_name = 'bookwatch_' || d.oid::text)
-"""
+
+
+def _has_slot_query() -> str:
+    """Whether this database's relay slot exists; its name comes from the one query that
+    names it (sql/queries.sql, relay_slot_name)."""
+    name = sqlfiles.query("relay_slot_name").rstrip().rstrip(";")
+    return ("SELECT EXISTS (SELECT FROM pg_catalog.pg_replication_slots"
+            f" WHERE slot_name = (\n{name}\n))")
 
 
 class UnsupportedSchema(BookwatchError):
@@ -481,7 +484,7 @@ class ChangeStream:
     async def _start_relay(self, conn: AsyncConn) -> None:
         if not self.relay or self.background_relay is not None:
             return
-        cursor = await conn.execute(_HAS_SLOT)
+        cursor = await conn.execute(_has_slot_query())
         row = await cursor.fetchone()
         if row is not None and row[0]:
             self.background_relay = relay_leader.acquire(self.dsn, self.notice)
