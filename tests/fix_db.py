@@ -31,7 +31,7 @@ from psycopg import sql
 from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from tests.fix_logical import logical_cluster
+from tests.fix_logical import copy_strategy, logical_cluster
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -216,10 +216,10 @@ class DatabasePool:
 
     def _make(self, conn: psycopg.Connection[Any]) -> None:
         template = sql.Identifier(self._server.template_dbname)
+        create = sql.SQL("CREATE DATABASE {} TEMPLATE {}" + copy_strategy(conn))
         while not self._stop.is_set():
             name = f"{PREFIX}{RUN_ID}_db{next(self._numbers)}"
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), template))
+            conn.execute(create.format(sql.Identifier(name), template))
             while True:
                 try:
                     self._ready.put(name, timeout=0.2)
