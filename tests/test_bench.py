@@ -15,6 +15,7 @@ import pytest
 from psycopg import sql
 
 from pgwatch_cli.commands.bench import options as bench_options
+from pgwatch_cli.commands.bench import scratch as bench_scratch
 from tests.fix_cli import Invoke, spawn_bookwatch
 
 pytestmark = pytest.mark.timeout(120)
@@ -195,7 +196,9 @@ def test_no_relay_leaves_relaying_to_a_bookwatch_relay_process(
 def test_no_relay_with_nobody_relaying_fails_clearly_and_cleans_up(
     bookwatch: Invoke, logical_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bench_options, "DRAIN_TIMEOUT_S", 2.0)  # nothing can arrive: no relay
+    # Nothing can arrive (nobody relays): no production-sized wait for it.
+    monkeypatch.setattr(bench_scratch, "CALIBRATION_WAIT_S", 2.0)
+    monkeypatch.setattr(bench_options, "DRAIN_TIMEOUT_S", 2.0)
     result = bookwatch("bench", "--dsn", logical_db, "--events", "20", "--mode", "wal",
                        "--no-relay")
 
