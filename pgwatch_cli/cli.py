@@ -104,8 +104,8 @@ _chosen: list[config.DsnChoice] = []
 
 def guarded(command: Callable[P, R]) -> Callable[P, R]:
     """Run a command under the one shutdown path and turn its errors into one ``Error:`` line
-    and the SPEC's exit code: domain and database errors, Ctrl-C (130), SIGTERM (143) and
-    SIGHUP (129) — the signals after the same cleanup as Ctrl-C (see ``lifecycle``)."""
+    and the exit code of docs/reference.md: domain and database errors, Ctrl-C (130), SIGTERM
+    (143) and SIGHUP (129) — the signals after the same cleanup as Ctrl-C (see ``lifecycle``)."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -155,7 +155,7 @@ def _silence_stdout() -> None:
 
 
 def database(dsn: str | None, embedded: bool) -> str:
-    """Resolve the server to use and say which on stderr (SPEC "Connecting")."""
+    """Resolve the server to use and say which on stderr (docs/reference.md, "Connecting")."""
     from pgwatch_cli import db
 
     choice = config.choose_dsn(dsn, force_embedded=embedded)

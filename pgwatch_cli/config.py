@@ -1,4 +1,5 @@
-"""Which PostgreSQL to talk to (SPEC "Connecting"), and how to name it without its password."""
+"""Which PostgreSQL to talk to (docs/reference.md, "Connecting"), and how to name it without
+its password."""
 
 from __future__ import annotations
 

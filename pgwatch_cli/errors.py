@@ -1,7 +1,10 @@
 """Domain errors. Each class's docstring is its default message; ``exit_code`` is what the CLI
-returns for it (SPEC "Exit codes"); ``hint`` is an optional second line for the user."""
+returns for it (docs/reference.md, "Exit codes"); ``hint`` is an optional second line for the
+user."""
 
 from __future__ import annotations
+
+from pgwatch_cli.text import first_line
 
 
 class BookwatchError(Exception):
@@ -60,14 +63,10 @@ class NotInstalled(BookwatchError):
     """bookwatch is not installed in this database."""
 
 
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else ""
-
-
 def database_failure(exc: Exception) -> DatabaseFailed:
     """A psycopg error as one line: PostgreSQL's primary message, never the connection string."""
     diag = getattr(exc, "diag", None)
-    primary = getattr(diag, "message_primary", None) or _first_line(str(exc)) or type(exc).__name__
+    primary = getattr(diag, "message_primary", None) or first_line(str(exc)) or type(exc).__name__
     hint = getattr(diag, "message_hint", None)
     if getattr(diag, "sqlstate", None) == "55P03":  # lock_not_available, from our lock_timeout
         hint = "Another session holds a lock on that table (an open transaction?); retry later."

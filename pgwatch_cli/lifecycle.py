@@ -1,4 +1,4 @@
-"""One shutdown path for Ctrl-C, SIGTERM and SIGHUP (SPEC "Signals").
+"""One shutdown path for Ctrl-C, SIGTERM and SIGHUP (docs/reference.md, "Signals").
 
 SIGTERM and SIGHUP raise ``Terminated``, a ``KeyboardInterrupt``: every ``finally``, ``with``
 and ``except KeyboardInterrupt`` that cleans up after Ctrl-C (scratch schemas, worker

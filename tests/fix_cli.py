@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,22 @@ def spawn_bookwatch(*args: str, **popen: Any) -> subprocess.Popen[str]:
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         **popen,
     )
+
+
+@pytest.fixture
+def embedded_home() -> Iterator[Path]:
+    """A BOOKWATCH_HOME (not yet made) for a test that starts the embedded server.
+
+    Outside pytest's temporary directories: as root the server runs as another user, who must
+    traverse every parent directory, and each pytest session that starts (a nested run,
+    another project's) sets /tmp/pytest-of-root back to 0700, so initdb failed now and then.
+    """
+    parent = Path(tempfile.mkdtemp(prefix="bookwatch-embedded-test-"))
+    parent.chmod(0o755)
+    try:
+        yield parent / "home"
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 def embedded_env(home: Path) -> dict[str, str | None]:

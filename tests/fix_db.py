@@ -1,9 +1,13 @@
 """Database fixtures: a real PostgreSQL for every test, never a mock.
 
-The server is, in order: $BOOKWATCH_TEST_DSN, else the one on 127.0.0.1:5432 if it answers,
-else an embedded server started for this session. Each test gets a fresh database cloned from
-a template (``postgresql`` is a psycopg connection to it, ``dsn`` its connection string),
-made ahead of time by ``DatabasePool``.
+The server is, in order: $BOOKWATCH_TEST_DSN, else a throwaway cluster started for the run
+(``fsync=off``: crash safety buys a test nothing, and fsync made each CREATE DATABASE and
+commit wait on the disk; ``wal_level = replica``, as most servers run), else (where that
+cannot start) the one on 127.0.0.1:5432 if it answers, else an embedded server. With several
+xdist workers the controller makes that choice once and hands it to the workers in
+$BOOKWATCH_TEST_DSN, so they share one server rather than start one each. Each test gets a
+fresh database cloned from a template (``postgresql`` is a psycopg connection to it, ``dsn``
+its connection string), made ahead of time by ``DatabasePool``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import itertools
 import os
 import queue
 import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -25,6 +30,8 @@ import pytest
 from psycopg import sql
 from pytest_postgresql.executors import NoopExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
+
+from tests.fix_logical import copy_strategy, logical_cluster
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -69,6 +76,17 @@ SELECT datname::text, split_part(substr(datname, length(%(prefix)s) + 1), '_', 1
 """
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In the controller of a parallel run: choose the server once for every worker."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    if os.environ.get("BOOKWATCH_TEST_DSN"):
+        return
+    stack = contextlib.ExitStack()
+    config.add_cleanup(stack.close)
+    os.environ["BOOKWATCH_TEST_DSN"] = _choose_server(stack)
+
+
 @pytest.fixture(scope="session")
 def test_server() -> Iterator[NoopExecutor]:
     """The PostgreSQL server the suite runs against, as pytest-postgresql's executor."""
@@ -100,6 +118,10 @@ def _choose_server(stack: contextlib.ExitStack) -> str:
     dsn = os.environ.get("BOOKWATCH_TEST_DSN")
     if dsn:
         return dsn
+    try:
+        return stack.enter_context(logical_cluster(wal_level="replica"))
+    except (OSError, KeyError, subprocess.CalledProcessError, RuntimeError):
+        pass  # no binaries, or no user "postgres" to run them as root
     if _answers(LOCAL_SERVER):
         return LOCAL_SERVER
     return stack.enter_context(_embedded_server())
@@ -194,10 +216,10 @@ class DatabasePool:
 
     def _make(self, conn: psycopg.Connection[Any]) -> None:
         template = sql.Identifier(self._server.template_dbname)
+        create = sql.SQL("CREATE DATABASE {} TEMPLATE {}" + copy_strategy(conn))
         while not self._stop.is_set():
             name = f"{PREFIX}{RUN_ID}_db{next(self._numbers)}"
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), template))
+            conn.execute(create.format(sql.Identifier(name), template))
             while True:
                 try:
                     self._ready.put(name, timeout=0.2)
@@ -247,6 +269,7 @@ def server_dsn(test_server: NoopExecutor) -> str:
     """Connection string of the server's maintenance database (for server-wide checks)."""
     return str(
         psycopg.conninfo.make_conninfo(
-            host=test_server.host, port=test_server.port, user=test_server.user, dbname="postgres"
+            host=test_server.host, port=test_server.port, user=test_server.user, dbname="postgres",
+            **({"password": test_server.password} if test_server.password else {}),
         )
     )

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -140,12 +141,20 @@ def drop_database(server_dsn: str, name: str) -> None:
         )
 
 
+def copy_strategy(conn: psycopg.Connection[Any]) -> str:
+    """How CREATE DATABASE copies a small template most cheaply: by file (PostgreSQL 15's
+    default, WAL_LOG, writes every block of the copy to the WAL: about half again as much
+    server CPU per database, and the suite makes one per test)."""
+    return " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
+
+
 @pytest.fixture
 def logical_db(logical_server: str) -> Iterator[str]:
     """DSN of a fresh database on the logical server; dropped (with its slots) afterwards."""
     name = f"bwl_{os.getpid()}_{next(_names)}"
     with psycopg.connect(logical_server, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}" + copy_strategy(conn)).format(
+            psycopg.sql.Identifier(name)))
     try:
         yield psycopg.conninfo.make_conninfo(logical_server, dbname=name)
     finally:

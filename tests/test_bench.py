@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pgwatch_cli.commands.bench import options as bench_options
+from pgwatch_cli.commands.bench import scratch as bench_scratch
 from tests.fix_cli import Invoke, spawn_bookwatch
 
 pytestmark = pytest.mark.timeout(120)
@@ -192,8 +194,11 @@ def test_no_relay_leaves_relaying_to_a_bookwatch_relay_process(
 
 
 def test_no_relay_with_nobody_relaying_fails_clearly_and_cleans_up(
-    bookwatch: Invoke, logical_db: str
+    bookwatch: Invoke, logical_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Nothing can arrive (nobody relays): no production-sized wait for it.
+    monkeypatch.setattr(bench_scratch, "CALIBRATION_WAIT_S", 2.0)
+    monkeypatch.setattr(bench_options, "DRAIN_TIMEOUT_S", 2.0)
     result = bookwatch("bench", "--dsn", logical_db, "--events", "20", "--mode", "wal",
                        "--no-relay")
 
@@ -321,7 +326,7 @@ def test_failing_run_reports_one_error_line_and_leaves_nothing(
 def test_signal_cleans_up_like_ctrl_c(
     dsn: str, postgresql: psycopg.Connection[Any], signum: int, code: int
 ) -> None:
-    """No schema, no connection, no process left: SPEC "Signals"."""
+    """No schema, no connection, no process left: docs/reference.md, "Signals"."""
     postgresql.autocommit = True
     bench = _start_bench(dsn)
     try:

@@ -1,8 +1,8 @@
 """The seed's own scenario in a real browser: Anna and Ben edit booking #123 on the demo page,
 and nothing Ben typed is ever lost.
 
-Headless Debian ``chromium`` driven by Playwright (no browser download is possible here;
-``.ci/run`` installs chromium when it is missing). Two people are two browser contexts; two
+Headless Debian ``chromium`` driven by Playwright, launched once per module
+(``tests/fix_browser.py``). Two people are two browser contexts; two
 tabs of one person are two pages of one context.
 """
 
@@ -11,46 +11,30 @@ from __future__ import annotations
 import contextlib
 import http.server
 import re
-import shutil
 import statistics
 import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
+from tests.fix_browser import chromium_executable
 from tests.serve_helpers import bump_price, running_server
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 WAIT_MS = 15_000
 
 pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists() and shutil.which("chromium") is None,
+    chromium_executable() is None,
     reason="Debian's chromium is not installed (apt-get install chromium; .ci/run does this)",
 )
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    executable = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=executable, args=CHROMIUM_ARGS, headless=True
-        )
-        yield launched
-        launched.close()
+expect.set_options(timeout=WAIT_MS)  # a loaded machine takes more than the default 5 s
 
 
 def person(browser: Any, width: int = 1280, height: int = 800) -> Any:

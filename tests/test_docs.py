@@ -104,3 +104,63 @@ def test_command_is_in_the_readme(name: str) -> None:
     assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", readme), (
         f"README.md does not mention the {name} command"
     )
+
+
+# The README is a user's guide: the two commands first, using bookwatch on one's own database
+# soon after, and nothing that points outside the repository.
+REPOSITORY = README.parent
+DOCS = sorted((REPOSITORY / "docs").glob("*.md"))
+
+
+def _code_blocks(text: str) -> list[str]:
+    return re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.DOTALL)
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    blocks = _code_blocks(README.read_text(encoding="utf-8"))
+    assert [block.strip() for block in blocks[:2]] == [
+        "pip install . && bookwatch simulate",
+        "pip install -e '.[test]' && python -m pytest -q",
+    ]
+
+
+def test_readme_reaches_using_your_own_database_within_80_lines() -> None:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    headings = [number for number, line in enumerate(lines, 1)
+                if line.startswith("## Use it on your own database")]
+    assert headings and headings[0] <= 80, "the README's own-database section comes too late"
+    section = "\n".join(lines[headings[0]:])
+    section = section[:section.find("\n## ")]
+    for command in ("install-triggers", "status", "tail", "serve", "remove-triggers",
+                    "bookwatch.js"):
+        assert command in section, f"the own-database section does not show {command}"
+
+
+@pytest.mark.parametrize("page", [README, *DOCS], ids=lambda path: path.name)
+def test_docs_point_only_inside_the_repository(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    assert "../shared" not in text and "SPEC" not in text
+    assert not re.search(r"\bthe issue\b", text, flags=re.IGNORECASE)
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if re.match(r"[a-z]+:", target):  # a URL, not a file
+            continue
+        assert (page.parent / target).resolve().is_relative_to(REPOSITORY), target
+        assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_code_comments_cite_the_reference_in_the_repository() -> None:
+    """Comments and docstrings cite docs/reference.md, not a contract kept elsewhere."""
+    citing = [
+        f"{path.relative_to(REPOSITORY)}:{number}"
+        for path in (REPOSITORY / "pgwatch_cli").rglob("*")
+        if path.suffix in {".py", ".js", ".sql", ".html"}
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\bSPEC\b", line)
+    ]
+    assert not citing, f"cite docs/reference.md instead of SPEC: {citing}"
+
+
+def test_license_file_matches_the_package_metadata() -> None:
+    pyproject = (REPOSITORY / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'^license = "MIT"$', pyproject, flags=re.MULTILINE)
+    assert (REPOSITORY / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")

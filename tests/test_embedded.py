@@ -1,6 +1,6 @@
-"""The embedded server: runs with wal_level = logical (SPEC "Capture modes"), also on a data
-directory made before that was the rule, gets an environment without our PG* variables, and
-never has them removed from ours."""
+"""The embedded server: runs with wal_level = logical (docs/reference.md, "Capture modes"),
+also on a data directory made before that was the rule, gets an environment without our PG*
+variables, and never has them removed from ours."""
 
 from __future__ import annotations
 
@@ -41,8 +41,10 @@ def show_wal_level(home: Path) -> str:
     return result.stdout.strip()
 
 
-def test_embedded_server_runs_with_logical_wal_also_on_an_old_data_dir(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+def test_embedded_server_runs_with_logical_wal_also_on_an_old_data_dir(
+    embedded_home: Path,
+) -> None:
+    home = embedded_home
     assert show_wal_level(home) == "logical"
     # A data directory from before: its configuration asks for replica.
     auto_conf = embedded.data_dir(home) / "postgresql.auto.conf"
@@ -69,9 +71,9 @@ get_server(Path(sys.argv[1]), cleanup_mode=None)  # left running, as an older bo
 
 
 def test_an_unused_server_started_without_logical_wal_is_restarted_with_it(
-    tmp_path: Path,
+    embedded_home: Path,
 ) -> None:
-    home = tmp_path / "home"
+    home = embedded_home
     assert show_wal_level(home) == "logical"  # makes the data directory
     env = {**os.environ, "XDG_RUNTIME_DIR": str(home / "run")}
     started = subprocess.run(
@@ -101,8 +103,8 @@ except EmbeddedServerFailed:
 """
 
 
-def test_a_start_cut_short_after_the_server_came_up_stops_it(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+def test_a_start_cut_short_after_the_server_came_up_stops_it(embedded_home: Path) -> None:
+    home = embedded_home
     show_wal_level(home)  # the data directory exists; the server is stopped again
     env = {**os.environ, "BOOKWATCH_HOME": str(home)}
     run = subprocess.run([sys.executable, "-c", CUT_SHORT], capture_output=True, text=True,

@@ -4,6 +4,7 @@ is gone), while a live run's databases are left alone."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Any
@@ -31,10 +32,13 @@ def test_a_new_run_drops_a_killed_runs_databases_only(
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{killed}"')
     try:
+        # The other run must use this run's server: without PostgreSQL on 5432 it would
+        # otherwise start an embedded server of its own and never see the killed database.
         run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
              "tests/test_tail.py::test_no_trigger_at_all_warns"],
             capture_output=True, text=True, timeout=100,
+            env={**os.environ, "BOOKWATCH_TEST_DSN": server_dsn},
         )
         assert run.returncode == 0, run.stdout + run.stderr
         left = databases(server_dsn)

@@ -230,9 +230,9 @@ def test_debug_shows_the_traceback(tmp_path):
     assert loud.returncode == 1 and "Traceback" in loud.stderr
 
 
-def test_embedded_server_is_the_default(tmp_path):
+def test_embedded_server_is_the_default(embedded_home):
     """No DSN anywhere: bookwatch starts its own server, says so, and stops it afterwards."""
-    env = embedded_env(tmp_path / "home")
+    env = embedded_env(embedded_home)
     demo = run_bookwatch("init-demo", env=env)
     assert demo.returncode == 0, demo.stderr
     assert "using the embedded PostgreSQL" in demo.stderr
@@ -240,7 +240,7 @@ def test_embedded_server_is_the_default(tmp_path):
     status = run_bookwatch("status", "--json", env=env)
     assert status.returncode == 0, status.stderr
     assert len(json.loads(status.stdout)["tables"]) == 3
-    postmaster = tmp_path / "home" / "pgdata" / "postmaster.pid"
+    postmaster = embedded_home / "pgdata" / "postmaster.pid"
     assert not postmaster.exists()  # the last process stopped the server
 
 

@@ -15,7 +15,7 @@ from pgwatch_cli.commands.serve.presence_sync import PresenceSync
 from tests.presence_helpers import Frames, Replica, eventually
 from tests.serve_helpers import SseReader, running_server
 
-SEEN_WITHIN_S = 2.0  # SPEC: a viewer on one replica is seen on another within 2 s
+SEEN_WITHIN_S = 2.0  # docs/reference.md: a viewer on one replica is seen on another within 2 s
 
 
 def presence_of(url: str) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""SPEC "Signals": SIGTERM and SIGHUP clean up exactly as Ctrl-C does — scratch schema,
+"""docs/reference.md "Signals": SIGTERM and SIGHUP clean up exactly as Ctrl-C does — scratch schema,
 connections, the embedded server — and exit 128 + signal; a reader that goes away ends the
 output quietly; a killed run's scratch schema is named, then removed by the next run."""
 
@@ -87,11 +87,11 @@ def test_simulate_cleans_up_on_signal(
     assert bookwatch_sessions(postgresql) == 0
 
 
-def test_timeout_leaves_no_embedded_server_running(tmp_path: Path) -> None:
+def test_timeout_leaves_no_embedded_server_running(embedded_home: Path) -> None:
     """``timeout 2.5 bookwatch simulate`` on the embedded server: ``timeout`` sends SIGTERM to
     the whole process group (initdb and pg_ctl included) at whatever moment — while the
     server is made, while it starts, or later — and the server is left stopped every time."""
-    home = tmp_path / "home"
+    home = embedded_home
     env = _environment(embedded_env(home))
     for seconds in ("2.5", "1", "3.5"):  # the first on a fresh home: during initdb/pg_ctl
         run = subprocess.run(

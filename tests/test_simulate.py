@@ -275,9 +275,9 @@ def _wait_for_users(
     raise AssertionError("the simulated users never connected")
 
 
-def test_embedded_default_tells_the_story(tmp_path: Path) -> None:
+def test_embedded_default_tells_the_story(embedded_home: Path) -> None:
     """No DSN anywhere: the embedded server is started and the seed story told on it."""
-    env = {**embedded_env(tmp_path / "home"), "COLUMNS": "160"}
+    env = {**embedded_env(embedded_home), "COLUMNS": "160"}
     result = run_bookwatch("simulate", "--random-seed", "1", env=env, timeout=180)
     assert result.returncode == 0, result.stderr
     assert "embedded PostgreSQL" in result.stderr

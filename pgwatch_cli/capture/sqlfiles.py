@@ -1,7 +1,7 @@
 """The .sql files shipped with the package: whole scripts and named queries.
 
-``queries.sql`` holds blocks introduced by ``-- name: query_name`` lines, so the SQL stays
-readable (and reviewable by a DBA) instead of living in Python strings.
+``queries.sql`` and ``presence.sql`` hold blocks introduced by ``-- name: query_name`` lines, so
+the SQL stays readable (and reviewable by a DBA) instead of living in Python strings.
 """
 
 from __future__ import annotations
@@ -29,10 +29,16 @@ def script(name: str) -> str:
 
 
 @functools.cache
+def named_queries(name: str) -> dict[str, str]:
+    """The named queries of ``sql/<name>.sql``: each block after a ``-- name: query_name``
+    line, by that name."""
+    parts = _NAME_LINE.split(script(name))
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
 def queries() -> dict[str, str]:
     """All named queries of ``sql/queries.sql``."""
-    parts = _NAME_LINE.split(script("queries"))
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    return named_queries("queries")
 
 
 def query(name: str) -> str:

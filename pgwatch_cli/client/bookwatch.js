@@ -3,7 +3,7 @@
 //
 //   import {connect, rebase} from "@bookwatch/client";   // or from "/bookwatch.js"
 //   const live = connect({table: "bookings", id: 123, viewer: "Ben", viewing: "bookings:123"});
-//   live.on("change", (event) => ...);   // one wire-format v1 event (SPEC "Event wire format")
+//   live.on("change", (event) => ...);   // one wire-format v1 event (docs/reference.md)
 //   live.on("presence", ({entity, viewers}) => ...);
 //   live.on("reset", () => ...);          // events were missed: refetch what you show
 //   live.on("status", (state) => ...);    // connecting | open | reconnecting | closed

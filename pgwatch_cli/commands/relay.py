@@ -27,6 +27,7 @@ from pgwatch_cli.stream.replication import (
     SlotBusy,
     SlotMissing,
 )
+from pgwatch_cli.text import first_line
 
 PLAIN_STATUS_EVERY_S = 30.0  # when stderr is not a terminal: a line this often, not a redraw
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -78,7 +79,7 @@ def _relay_until(
             ) from None
         except psycopg.errors.InsufficientPrivilege as exc:
             raise RelayForbidden(
-                f"This role may not relay: {_first_line(exc)}.",
+                f"This role may not relay: {first_line(exc)}.",
                 hint="The relay reads bookwatch.captured_table and writes the change log: run it "
                 "as the role that ran install-triggers.",
             ) from None
@@ -87,7 +88,7 @@ def _relay_until(
             # remove-triggers --drop-log, a reinstall on its way: the slot keeps the events.
             status.show("the change log is missing; waiting for it (events wait in the slot)")
         except (ReplicationLost, ProtocolError, psycopg.OperationalError) as exc:
-            status.show(f"relay interrupted ({_first_line(exc)}); retrying")
+            status.show(f"relay interrupted ({first_line(exc)}); retrying")
             if store.broken or store.closed:
                 store.close()
                 store = connect_store(dsn)
@@ -114,11 +115,6 @@ def _signals_set(stop: threading.Event, caught: list[int]) -> AbstractContextMan
         stop.set()
 
     return lifecycle.handling(_SIGNALS, handler)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class StatusLine:

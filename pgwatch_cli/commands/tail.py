@@ -18,11 +18,12 @@ from rich.text import Text
 from pgwatch_cli import config, db, lifecycle
 from pgwatch_cli.capture import triggers
 from pgwatch_cli.capture.tables import TableRef
-from pgwatch_cli.console import INVISIBLE, error, literal, visible, warn
+from pgwatch_cli.console import error, literal, visible, warn
 from pgwatch_cli.defaults import DEFAULT_CHANNEL
 from pgwatch_cli.stream.events import ChangeEvent, Gap, LogReplaced
 from pgwatch_cli.stream.filters import Filters, labelled_key
 from pgwatch_cli.stream.listener import ChangeStream, describe_replacement
+from pgwatch_cli.text import JSON_ESCAPES
 
 ACTION_STYLES = {"INSERT": "green", "UPDATE": "yellow", "DELETE": "red", "TRUNCATE": "magenta"}
 MAX_TABLE_ROWS = 40
@@ -146,16 +147,10 @@ class JsonLines:
         if self._terminal:
             # JSON leaves DEL, the C1 controls and bidi overrides raw; on a terminal they are
             # written as \u escapes instead (the same JSON value, inert on the screen).
-            line = line.translate(_JSON_TERMINAL_ESCAPES)
+            line = line.translate(JSON_ESCAPES)
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-
-_JSON_TERMINAL_ESCAPES = {
-    code: f"\\u{code:04x}"
-    for code in (0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A),
-                 *INVISIBLE)
-}
 
 
 class LiveTable:

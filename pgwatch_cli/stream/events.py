@@ -1,4 +1,5 @@
-"""ChangeEvent: the wire format v1 (SPEC "Event wire format"), parsed and serialized."""
+"""ChangeEvent: the wire format v1 (docs/reference.md, "Event wire format"), parsed and
+serialized."""
 
 from __future__ import annotations
 

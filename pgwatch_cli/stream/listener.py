@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from time import monotonic
@@ -26,6 +25,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from pgwatch_cli import console, db
+from pgwatch_cli.backoff import Backoff
 from pgwatch_cli.capture import sqlfiles
 from pgwatch_cli.errors import BookwatchError, DatabaseUnreachable, NotInstalled
 from pgwatch_cli.stream import relay_leader
@@ -39,6 +39,7 @@ from pgwatch_cli.stream.events import (
     parse_gap,
     parse_logged,
 )
+from pgwatch_cli.text import first_line
 
 DEFAULT_CHANNEL = "booking_changes"
 LISTENER_APPLICATION_NAME = "bookwatch listener"
@@ -77,11 +78,14 @@ SELECT (SELECT value FROM bookwatch.meta WHERE key = 'schema_version'),
        (SELECT value FROM bookwatch.meta WHERE key = 'log_id'),
        (SELECT coalesce(max(seq), 0) FROM bookwatch.change_log WHERE channel = %(channel)s)
 """
-_HAS_SLOT = """
-SELECT EXISTS (SELECT FROM pg_catalog.pg_replication_slots s
-                 JOIN pg_catalog.pg_database d ON d.datname = current_database()
-                WHERE s.slot_name = 'bookwatch_' || d.oid::text)
-"""
+
+
+def _has_slot_query() -> str:
+    """Whether this database's relay slot exists; its name comes from the one query that
+    names it (sql/queries.sql, relay_slot_name)."""
+    name = sqlfiles.query("relay_slot_name").rstrip().rstrip(";")
+    return ("SELECT EXISTS (SELECT FROM pg_catalog.pg_replication_slots"
+            f" WHERE slot_name = (\n{name}\n))")
 
 
 class UnsupportedSchema(BookwatchError):
@@ -505,7 +509,7 @@ class ChangeStream:
     async def _start_relay(self, conn: AsyncConn) -> None:
         if not self.relay or self.background_relay is not None:
             return
-        cursor = await conn.execute(_HAS_SLOT)
+        cursor = await conn.execute(_has_slot_query())
         row = await cursor.fetchone()
         if row is not None and row[0]:
             self.background_relay = relay_leader.acquire(self.dsn, self.notice)
@@ -522,13 +526,12 @@ class ChangeStream:
 
     async def _reconnect(self) -> None:
         """Connect again, forever, with jittered exponential backoff."""
-        delay = BACKOFF_FIRST_S
+        backoff = Backoff(BACKOFF_FIRST_S, BACKOFF_CAP_S)
         while True:
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            await asyncio.sleep(backoff.next_wait())
             try:
                 conn, state = await self._open()
             except (DatabaseUnreachable, *_CONNECTION_LOST):
-                delay = min(delay * 2, BACKOFF_CAP_S)
                 continue
             self._conn = conn
             self.stats.reconnects += 1
@@ -633,5 +636,4 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer to the liveness check"
     # libpq's first line is the cause ("terminating connection due to administrator command").
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(exc)

@@ -236,7 +236,8 @@ def _listen_raw(job: ListenJob, links: Links) -> ListenResult:
     )
 
 
-# A hand-written consumer's query (what the SPEC shows): its channel's rows after its cursor.
+# A hand-written consumer's query (as docs/reference.md describes the log): its channel's rows
+# after its cursor.
 _LOG_AFTER = (
     "SELECT seq, payload FROM bookwatch.change_log WHERE channel = %s AND seq > %s ORDER BY seq"
 )

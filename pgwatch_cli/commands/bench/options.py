@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pgwatch_cli.errors import UsageProblem
 
@@ -14,6 +14,8 @@ DEFAULT_EVENTS = 2000
 MAX_PAYLOAD_BYTES = 7400
 MAX_WAL_PAYLOAD_BYTES = 1_000_000
 STREAMS_PER_PROCESS = 100
+# A listener that has received nothing new for this long after the last write is done.
+DRAIN_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,8 @@ class BenchOptions:
     relay: bool = True  # the listeners' ChangeStreams relay the WAL (wal mode) when nobody does
     hub: bool = False
     streams_per_process: int = STREAMS_PER_PROCESS
-    # A listener that has received nothing new for this long after the last write is done.
-    drain_timeout: float = 10.0
+    # Read when the options are made, so that tests can shorten it.
+    drain_timeout: float = field(default_factory=lambda: DRAIN_TIMEOUT_S)
 
     @property
     def listener_processes(self) -> int:

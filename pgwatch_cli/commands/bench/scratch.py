@@ -29,7 +29,8 @@ EVENTS_TABLE = "events"
 PLAIN_TABLE = "plain"
 _CALIBRATION_ROW = -1
 _CALIBRATION_PAD = 64
-_CALIBRATION_WAIT_S = 10.0
+# How long the calibration waits for its two events in the change log (tests shorten it).
+CALIBRATION_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,12 @@ def calibrate_pad(
 def _logged_payloads(
     conn: psycopg.Connection[Any], channel: str, dsn: str, *, relay: bool
 ) -> list[str]:
-    """The channel's events in the change log (up to 2), waiting up to 10 s for them; with
-    ``relay``, this process relays the WAL meanwhile unless another process already does."""
+    """The channel's events in the change log (up to 2), waiting up to CALIBRATION_WAIT_S for
+    them; with ``relay``, this process relays the WAL meanwhile unless another process already
+    does."""
     background = relay_leader.acquire(dsn, console.warn) if relay else None
     try:
-        deadline = time.monotonic() + _CALIBRATION_WAIT_S
+        deadline = time.monotonic() + CALIBRATION_WAIT_S
         while True:
             rows = conn.execute(
                 "SELECT payload::text FROM bookwatch.change_log WHERE channel = %s"

@@ -40,7 +40,8 @@ from pgwatch_cli.errors import DatabaseUnreachable
 
 CHANNEL = "bookwatch_presence"
 APPLICATION_NAME = "bookwatch serve presence"
-# A crashed server's viewers disappear within TTL_S + one heartbeat of a live server (SPEC: 30 s).
+# A crashed server's viewers disappear within TTL_S + one heartbeat of a live server
+# (docs/reference.md: 30 s).
 TTL_S = 15.0
 TICK_S = 1.0 / FRAMES_PER_SECOND
 RETRY_MAX_S = 10.0
