@@ -1,4 +1,4 @@
-"""Signed, scoped tokens: who a client is and which events it may read (SPEC "bookwatch serve",
+"""Signed, scoped tokens: who a client is and which events it may read (docs/reference.md, "serve",
 Security). ``tokens`` mints and verifies HS256 JWTs; ``scope`` decides per event."""
 
 from pgwatch_cli.auth.scope import Scope

@@ -239,7 +239,7 @@ function asList(value) {
 }
 
 function serverBase(url) {
-  // Default: the page's own origin (SPEC). Not the module's own URL: once bundled, that names the
+  // Default: the page's own origin (docs/reference.md). Not the module's own URL: once bundled, that names the
   // bundle, not the server.
   const page = globalThis.location ? globalThis.location.href : undefined;
   const base = new URL(url || "/", page);

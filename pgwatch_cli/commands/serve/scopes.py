@@ -1,5 +1,5 @@
 """Scoped tokens in ``serve``: who a request is, and what of the events, replay and presence
-its token lets it see (SPEC "bookwatch serve", Security).
+its token lets it see (docs/reference.md, serve, Security).
 
 The rest of serve calls in at a few marked hooks (search for ``scopes.``): the front door
 (``Authenticator``), ``GET /events`` (``scoped_request``, whose filters carry the scope into the

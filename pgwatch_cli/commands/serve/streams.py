@@ -315,7 +315,7 @@ def logged_event(seq: int, payload: str) -> ChangeEvent:
 
 
 def is_gap(payload: str) -> bool:
-    """A GAP marker (SPEC: changes the wal relay lost), which is no change event."""
+    """A GAP marker (docs/reference.md: changes the wal relay lost), which is no change event."""
     if '"GAP"' not in payload:
         return False
     try:
