@@ -92,7 +92,9 @@ def eventually(check: Any, timeout: float, what: str) -> Any:
 
 
 def seqs_of(reader: SseReader, count: int, timeout: float = 20.0) -> list[int]:
-    return [int(reader.next("change", timeout=timeout).id) for _ in range(count)]
+    # serve's event ids are LOG:SEQ (the change log's tag, then the seq).
+    return [int(reader.next("change", timeout=timeout).id.rpartition(":")[2])
+            for _ in range(count)]
 
 
 def nothing_more(reader: SseReader, within: float = 1.5) -> bool:

@@ -27,7 +27,7 @@ def state(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
     return meta, tables, secrets, schema_acl
 
 
-@pytest.mark.parametrize("number", [1, 2])
+@pytest.mark.parametrize("number", [1, 2, 3])
 def test_each_migration_runs_twice_in_a_row(postgresql: psycopg.Connection[Any], number: int):
     conn = postgresql
     conn.autocommit = True
@@ -39,7 +39,7 @@ def test_each_migration_runs_twice_in_a_row(postgresql: psycopg.Connection[Any],
     assert state(conn) == once
 
 
-@pytest.mark.parametrize("number", [1, 2])
+@pytest.mark.parametrize("number", [1, 2, 3])
 def test_a_migration_run_again_on_an_install_keeps_its_events(
     dsn: str, postgresql: psycopg.Connection[Any], number: int
 ):

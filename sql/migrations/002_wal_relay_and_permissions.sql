@@ -10,13 +10,23 @@ INSERT INTO bookwatch.meta (key, value) VALUES ('retention', '7 days')
 
 -- Proves to the relay that a WAL message came from the capture trigger: anyone may call
 -- pg_logical_emit_message(), but only the owner (and its SECURITY DEFINER functions) reads this.
-CREATE TABLE IF NOT EXISTS bookwatch.wal_secret (secret text NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS wal_secret_one_row ON bookwatch.wal_secret ((true));
--- gen_random_uuid() draws from the server's strong random source: 244 bits.
-INSERT INTO bookwatch.wal_secret (secret)
-    VALUES (pg_catalog.replace(pg_catalog.gen_random_uuid()::text
-                               || pg_catalog.gen_random_uuid()::text, '-', ''))
-    ON CONFLICT DO NOTHING;
+-- Migration 3 (rows decoded from the WAL) drops it again: run again on a version-3 install,
+-- this leaves it dropped.
+DO $secret$
+BEGIN
+    IF EXISTS (SELECT FROM bookwatch.meta
+                WHERE key = 'schema_version' AND value ~ '^[0-9]+$' AND value::int >= 3) THEN
+        RETURN;
+    END IF;
+    CREATE TABLE IF NOT EXISTS bookwatch.wal_secret (secret text NOT NULL);
+    CREATE UNIQUE INDEX IF NOT EXISTS wal_secret_one_row ON bookwatch.wal_secret ((true));
+    -- gen_random_uuid() draws from the server's strong random source: 244 bits.
+    INSERT INTO bookwatch.wal_secret (secret)
+        VALUES (pg_catalog.replace(pg_catalog.gen_random_uuid()::text
+                                   || pg_catalog.gen_random_uuid()::text, '-', ''))
+        ON CONFLICT DO NOTHING;
+END
+$secret$;
 
 -- The relay stores the commit LSN it appended last, in the same transaction as the rows.
 CREATE TABLE IF NOT EXISTS bookwatch.relay_progress (

@@ -2,11 +2,12 @@
 -- messages, their secret and the per-table compiled functions go. Events are kept.
 -- install-triggers rewrites the triggers of every wal-mode table in the same transaction
 -- (pgwatch_cli/capture/triggers.py); v2 messages still waiting in the slot are not relayed
--- (run the relay until `status` shows nothing waiting before upgrading).
+-- (run the relay until `status` shows nothing waiting before upgrading). Safe to run again
+-- by itself: every statement leaves what an earlier run made as it is.
 
 -- What the relay needs to know of each table captured in wal mode: there is no row trigger
 -- carrying arguments any more. Readable and writable by the owner only.
-CREATE TABLE bookwatch.captured_table (
+CREATE TABLE IF NOT EXISTS bookwatch.captured_table (
     relid            regclass PRIMARY KEY,
     channel          text NOT NULL,
     key_columns      text[] NOT NULL,
@@ -16,7 +17,7 @@ CREATE TABLE bookwatch.captured_table (
 
 -- The REPLICA IDENTITY each relation had before install-triggers set it to FULL, so
 -- remove-triggers can put it back (partitions of a captured table included).
-CREATE TABLE bookwatch.replica_identity_before (
+CREATE TABLE IF NOT EXISTS bookwatch.replica_identity_before (
     relid      regclass PRIMARY KEY,
     captured   regclass NOT NULL,
     identity   "char" NOT NULL,
@@ -25,7 +26,7 @@ CREATE TABLE bookwatch.replica_identity_before (
 
 -- How far into the transaction at commit_lsn the relay has appended: the number of its changes
 -- already in the log, or NULL when all of it is (a transaction appended in chunks).
-ALTER TABLE bookwatch.relay_progress ADD COLUMN position bigint;
+ALTER TABLE bookwatch.relay_progress ADD COLUMN IF NOT EXISTS position bigint;
 
 DROP FUNCTION IF EXISTS bookwatch.send_wal() CASCADE;
 DO $compiled$
