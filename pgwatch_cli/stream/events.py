@@ -125,8 +125,9 @@ class LogReplaced:
 class Gap(LogReplaced):
     """A logged ``GAP`` marker (docs/reference.md): the wal relay's slot was invalidated or
     recreated and the changes between ``lost_from`` and ``lost_to`` were lost. The log itself
-    goes on (same ``log_id``), but like a replaced log it tells consumers holding derived state to refetch,
-    which is why it is a LogReplaced: serve sends ``event: reset``, tail prints an error line."""
+    goes on (same ``log_id``), but like a replaced log it tells consumers holding derived state
+    to refetch, which is why it is a LogReplaced: serve sends ``event: reset``, tail prints an
+    error line."""
 
     seq: int = 0
     reason: str | None = None
