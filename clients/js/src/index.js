@@ -22,8 +22,9 @@ const RETRY_MAX_MS = 30000;
 // connection is dead even though no error said so (a sleeping laptop, a proxy that drops idle
 // streams silently). We then reconnect, resuming after the last event seen.
 export const HEARTBEAT_TIMEOUT_MS = 35000;
-// A token that expires is replaced this long before its `exp`.
+// A token that expires is replaced this long before its `exp` (see refreshDelay).
 const TOKEN_REFRESH_EARLY_MS = 30000;
+const TOKEN_REFRESH_MIN_MS = 1000;
 
 // -- exact numbers ------------------------------------------------------------------------------
 
@@ -269,15 +270,34 @@ export function eventsUrl(options = {}, lastEventId = null) {
 
 /** When a JWT expires (ms since the epoch), or null for a token that is not one. */
 export function tokenExpiry(token) {
+  const claims = tokenClaims(token);
+  return typeof claims?.exp === "number" ? claims.exp * 1000 : null;
+}
+
+function tokenClaims(token) {
   const parts = typeof token === "string" ? token.split(".") : [];
   if (parts.length !== 3) return null;
   try {
-    const json = atob(parts[1].replace(/-/g, "+").replace(/_/g, "/"));
-    const claims = JSON.parse(json);
-    return typeof claims.exp === "number" ? claims.exp * 1000 : null;
+    const claims = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
+    return claims !== null && typeof claims === "object" ? claims : null;
   } catch {
     return null;
   }
+}
+
+// How long to keep a token just received before asking getToken() for the next one (null:
+// not a JWT with an expiry; the server's 401 or reset "token-expired" will say when). 30 s
+// before it expires, or halfway through its life for a token issued (iat) for less than a
+// minute. Never sooner than 1 s: a page clock ahead of the server's, or a backend that hands
+// out the same token again, must not turn into one getToken() call after another.
+function refreshDelay(token, now) {
+  const claims = tokenClaims(token);
+  if (typeof claims?.exp !== "number") return null;
+  const expiry = claims.exp * 1000;
+  const early = typeof claims.iat === "number"
+    ? Math.min(TOKEN_REFRESH_EARLY_MS, Math.max(0, expiry - claims.iat * 1000) / 2)
+    : TOKEN_REFRESH_EARLY_MS;
+  return Math.min(Math.max(expiry - now - early, TOKEN_REFRESH_MIN_MS), 2 ** 31 - 1);
 }
 
 // Subscriptions share a stream only when they name the same getToken (and fetch) functions.
@@ -291,10 +311,12 @@ function identity(fn) {
 
 const streams = new Map();  // server + credentials -> [SharedStream]
 
+// An event id is LOG:SEQ (a bare SEQ when the log has no identity): events are ordered by SEQ.
 function seqOf(id) {
   if (id === null || id === undefined || id === "") return null;
-  const seq = Number(id);
-  return Number.isFinite(seq) ? seq : null;
+  const text = String(id);
+  const seq = Number(text.slice(text.lastIndexOf(":") + 1));
+  return Number.isSafeInteger(seq) && seq >= 0 ? seq : null;
 }
 
 function reportHandlerError(error) {
@@ -313,7 +335,8 @@ class SharedStream {
     this.fetch = options.fetch || null;
     this.subscriptions = new Set();
     this.status = null;
-    this.position = null;     // the Last-Event-ID the next attempt sends
+    this.position = null;     // the seq of the Last-Event-ID the next attempt sends
+    this.positionId = null;   // that id itself (LOG:SEQ: the server checks the log)
     this.asked = null;        // the query the open attempt asked for
     this.controller = null;   // aborts the open attempt
     this.wakeUp = null;       // cuts a retry wait short
@@ -382,6 +405,7 @@ class SharedStream {
       // It must see events the stream has passed: start again from its point; the others
       // skip what they already had.
       this.position = from;
+      this.positionId = subscription.lastEventId;
       this.restart();
     } else if (!this.covers(this.asked, this.query())) {
       this.restart();
@@ -469,14 +493,15 @@ class SharedStream {
 
   scheduleRefresh() {
     clearTimeout(this.refreshTimer);
-    const expiry = tokenExpiry(this.token);
-    if (expiry === null || !this.getToken) return;
-    const wait = Math.max(0, Math.min(expiry - Date.now() - TOKEN_REFRESH_EARLY_MS, 2 ** 31 - 1));
+    const wait = refreshDelay(this.token, Date.now());
+    if (wait === null || !this.getToken) return;
     this.refreshTimer = setTimeout(async () => {
       try {
+        const previous = this.token;
         this.token = (await this.getToken()) || null;
         this.scheduleRefresh();
-        this.restart();  // the new stream resumes after the last event: nothing is lost
+        // The new stream resumes after the last event: nothing is lost.
+        if (this.token !== previous) this.restart();
       } catch (error) {
         reportHandlerError(error);
       }
@@ -527,7 +552,7 @@ class SharedStream {
     const query = this.query();
     const headers = {Accept: "text/event-stream"};
     if (token) headers.Authorization = `Bearer ${token}`;
-    if (this.position !== null) headers["Last-Event-ID"] = String(this.position);
+    if (this.positionId !== null) headers["Last-Event-ID"] = String(this.positionId);
     const fetchImpl = this.fetch || globalThis.fetch.bind(globalThis);
     this.asked = query;
     const response = await fetchImpl(eventsUrl({url: this.base, ...query}), {
@@ -560,7 +585,10 @@ class SharedStream {
   dispatch(message) {
     const seq = seqOf(message.id);
     if (message.event === "change") {
-      if (seq !== null) this.position = seq;
+      if (seq !== null) {
+        this.position = seq;
+        this.positionId = message.id;
+      }
       for (const subscription of [...this.subscriptions]) subscription.deliver(message, seq);
     } else if (message.event === "presence") {
       for (const subscription of [...this.subscriptions]) subscription.deliverPresence(message);
@@ -578,7 +606,8 @@ class SharedStream {
         return;
       }
       this.position = seq;
-      for (const subscription of [...this.subscriptions]) subscription.deliverReset(body, seq);
+      this.positionId = seq === null ? null : message.id;
+      for (const subscription of [...this.subscriptions]) subscription.deliverReset(body, seq, this.positionId);
     }
   }
 }
@@ -643,9 +672,9 @@ class Subscription {
     if (this.viewing !== null && body && body.entity === this.viewing) this.emit("presence", body);
   }
 
-  deliverReset(body, seq) {
+  deliverReset(body, seq, id) {
     this.after = seq;
-    this.lastEventId = seq === null ? null : String(seq);
+    this.lastEventId = id;
     this.emit("reset", body || {});
   }
 }
