@@ -409,3 +409,19 @@ test("a tab that becomes visible after a failure reconnects at once", async () =
     delete globalThis.document;
   }
 });
+
+test("LOG:SEQ event ids: ordered by SEQ, kept whole as the resume point", async () => {
+  const server = fakeServer();
+  const live = connect({url: "http://s-logseq", fetch: server.fetch, lastEventId: "3f2a9c01b7de:5"});
+  const seen = [];
+  live.on("change", (event) => seen.push(event.seq));
+  await until(() => live.status === "open", "open");
+  const [request] = server.requests;
+  assert.equal(request.headers["Last-Event-ID"], "3f2a9c01b7de:5");
+  request.send('id: 3f2a9c01b7de:5\nevent: change\ndata: {"seq": 5, "action": "INSERT"}\n\n');
+  request.send('id: 3f2a9c01b7de:6\nevent: change\ndata: {"seq": 6, "action": "INSERT"}\n\n');
+  await until(() => seen.length === 1, "the new change");
+  assert.deepEqual(seen, [6]);  // seq 5 was had already: not delivered again
+  assert.equal(live.lastEventId, "3f2a9c01b7de:6");
+  live.close();
+});
