@@ -169,7 +169,10 @@ class Relay:
         chunked = request.version >= (1, 1)
         if chunked:  # the fan-out frames each write as a chunk itself
             response.enable_chunked_encoding()
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except ConnectionResetError:  # the client left before its headers were written
+            return response
         transport = request.transport
         if transport is None:  # gone while the headers were written
             return response
