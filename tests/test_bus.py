@@ -275,6 +275,44 @@ def test_a_cursor_older_than_the_trimmed_stream_replays_from_the_log(
     assert catch_ups >= 1
 
 
+def test_publishing_does_not_wait_for_a_slow_lease_renewal(
+    demo_dsn: str, bus: bus_url.RedisBus
+) -> None:
+    """A renewal that PostgreSQL holds up (here: a lock on the lease row) must not hold up
+    the batches read meanwhile; a lease taken by another holder stops the publishing."""
+    from pgwatch_cli.bus.lease import RENEW_S
+    from pgwatch_cli.bus.subscriber import BusStream
+
+    async def scenario() -> None:
+        with psycopg.connect(demo_dsn, autocommit=True) as conn, \
+                psycopg.connect(demo_dsn) as locker:
+            async with BusStream(bus, demo_dsn, publish=True) as stream:
+                items = stream.items()
+                first = await asyncio.to_thread(bump_price, conn, 1)
+                event = await asyncio.wait_for(anext(items), 20)
+                assert isinstance(event, ChangeEvent) and event.seq == first
+                publisher = stream.publisher
+                assert publisher is not None and publisher.leading
+                name = f"{bus.prefix}:{stream.channel}"
+                locker.execute("SELECT 1 FROM bookwatch.bus_lease WHERE name = %s FOR UPDATE",
+                               (name,))
+                await asyncio.sleep(RENEW_S + 0.5)  # a renewal is waiting for the lock now
+                second = await asyncio.to_thread(bump_price, conn, 2)
+                event = await asyncio.wait_for(anext(items), 3.0)
+                assert isinstance(event, ChangeEvent) and event.seq == second
+                await asyncio.to_thread(locker.rollback)
+                # Another holder takes the lease: this publisher notices at its next renewal.
+                await asyncio.to_thread(
+                    conn.execute, "UPDATE bookwatch.bus_lease SET holder = 'another',"
+                    " expires_at = now() + interval '1 hour' WHERE name = %s", (name,))
+                deadline = time.monotonic() + 2 * RENEW_S + 10
+                while publisher.leading and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                assert not publisher.leading
+
+    asyncio.run(scenario())
+
+
 def _top_seq(client: Any, key: str) -> int | None:
     top = client.xrevrange(key, count=1)
     return int(top[0][0].decode().partition("-")[0]) if top else None

@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from time import monotonic
+from typing import Any
 
 import psycopg
 from redis.asyncio import Redis
@@ -39,6 +39,10 @@ class _Failed:
         self.error = error
 
 
+class _LeaseLost:
+    """Another process holds the lease now: stop publishing."""
+
+
 class Publisher:
     """A candidate that publishes while it holds the lease, until cancelled."""
 
@@ -57,6 +61,7 @@ class Publisher:
         self.stream_key = keys.stream(channel)
         self.leading = False
         self.batches = 0
+        self.published = 0  # the seq the stream is complete up to (while leading)
         self.fenced = 0  # batches Redis refused: another publisher had written them
         self._failure_said = ""
 
@@ -116,35 +121,46 @@ class Publisher:
             log_id = stream.log_id
             # Replicas waiting for events up to here will not find them in the stream.
             await self._write_start(log_id, prev)
-            queue: asyncio.Queue[StreamItem | _Failed] = asyncio.Queue()
+            queue: asyncio.Queue[StreamItem | _Failed | _LeaseLost] = asyncio.Queue()
             pump = asyncio.create_task(_pump(stream, queue))
+            self.published = prev
+            await self._write_head(newest, published=prev)
+            renewer = asyncio.create_task(self._keep_lease(lease, queue))
             try:
-                await self._write_head(newest, prev)
-                renew_at = monotonic() + RENEW_S
                 while True:
-                    wait = renew_at - monotonic()
-                    if wait <= 0:
-                        latest = await lease.take()
-                        if latest is None:
-                            self.notice("bus publisher: lost the lease; another process "
-                                        "publishes now")
-                            return
-                        await self._write_head(latest, prev)
-                        renew_at = monotonic() + RENEW_S
-                        continue
-                    try:
-                        first = await asyncio.wait_for(queue.get(), wait)
-                    except TimeoutError:
-                        continue
-                    batch = [first]
+                    batch = [await queue.get()]
                     while len(batch) < BATCH_MAX and not queue.empty():
                         batch.append(queue.get_nowait())
-                    prev, log_id = await self._publish(batch, prev, log_id)
+                    if any(isinstance(item, _LeaseLost) for item in batch):
+                        self.notice("bus publisher: lost the lease; another process "
+                                    "publishes now")
+                        return
+                    log_id = await self._publish(batch, log_id)
             finally:
                 self.leading = False
-                pump.cancel()
-                with contextlib.suppress(BaseException):
-                    await pump
+                for task in (pump, renewer):
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+
+    async def _keep_lease(
+        self, lease: Lease, queue: asyncio.Queue[StreamItem | _Failed | _LeaseLost]
+    ) -> None:
+        """Renews the lease and the head every RENEW_S beside the publishing, which must not
+        wait for PostgreSQL (a batch read during a renewal would be held up by it); its end
+        (lease lost, or a failure) reaches the publishing loop through the queue."""
+        try:
+            while True:
+                await asyncio.sleep(RENEW_S)
+                latest = await lease.take()
+                if latest is None:
+                    queue.put_nowait(_LeaseLost())
+                    return
+                await self._write_head(latest)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            queue.put_nowait(_Failed(exc))
 
     async def _resume_point(self, log_id: str | None) -> int | None:
         """After the stream's last entry when it belongs to this log, else the log's newest."""
@@ -164,30 +180,31 @@ class Publisher:
         return None
 
     async def _publish(
-        self, batch: list[StreamItem | _Failed], prev: int, log_id: str | None
-    ) -> tuple[int, str | None]:
+        self, batch: list[StreamItem | _Failed | _LeaseLost], log_id: str | None
+    ) -> str | None:
         events: list[ChangeEvent] = []
         for item in batch:
             if isinstance(item, _Failed):
                 raise item.error
             if isinstance(item, LogReplaced):
-                prev = await self._xadd(log_id, prev, events)
+                await self._xadd(log_id, events)
                 events = []
                 # The new log's seqs start again: its entries cannot follow the old ones.
                 await client.done(self.redis.delete(self.stream_key))
-                log_id, prev = item.new_log_id, 0
-                await self._write_start(log_id, prev)
-            elif item.seq is not None:  # seq-less (notify mode) events cannot be resumed
-                events.append(item)
-        return await self._xadd(log_id, prev, events), log_id
+                log_id, self.published = item.new_log_id, 0
+                await self._write_start(log_id, 0)
+            elif isinstance(item, ChangeEvent) and item.seq is not None:
+                events.append(item)  # seq-less (notify mode) events cannot be resumed
+        await self._xadd(log_id, events)
+        return log_id
 
-    async def _xadd(self, log_id: str | None, prev: int, events: list[ChangeEvent]) -> int:
+    async def _xadd(self, log_id: str | None, events: list[ChangeEvent]) -> None:
         if not events:
-            return prev
+            return
         last = events[-1].seq
         assert last is not None
         pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(self.stream_key, entries.of_events(log_id, prev, events).fields(),
+        pipe.xadd(self.stream_key, entries.of_events(log_id, self.published, events).fields(),
                   id=entries.entry_id(last), maxlen=self.maxlen, approximate=True)
         pipe.hset(self.keys.head(self.channel), mapping={"stream_newest": last})
         outcome = await pipe.execute(raise_on_error=False)
@@ -197,23 +214,26 @@ class Publisher:
             self.fenced += 1
         else:
             self.batches += 1
-        return last
+        self.published = last
 
     async def _write_start(self, log_id: str | None, start: int) -> None:
         await client.done(self.redis.hset(self.keys.head(self.channel), mapping={
             "log_id": log_id or "", "from": start,
         }))
 
-    async def _write_head(self, log_newest: int, published: int) -> None:
-        """``published``: the seq the stream is complete up to (its last batch, or where this
-        publisher started)."""
-        await client.done(self.redis.hset(self.keys.head(self.channel), mapping={
-            "log_newest": log_newest, "stream_newest": published, "holder": self.holder,
-            "at": f"{time.time():.3f}",
-        }))
+    async def _write_head(self, log_newest: int, *, published: int | None = None) -> None:
+        """``published``: the seq the stream is complete up to (where this publisher starts);
+        afterwards only each batch's own write moves it, so it never goes back."""
+        head: dict[Any, Any] = {"log_newest": log_newest, "holder": self.holder,
+                                "at": f"{time.time():.3f}"}  # redis-py's types are invariant
+        if published is not None:
+            head["stream_newest"] = published
+        await client.done(self.redis.hset(self.keys.head(self.channel), mapping=head))
 
 
-async def _pump(stream: ChangeStream, queue: asyncio.Queue[StreamItem | _Failed]) -> None:
+async def _pump(
+    stream: ChangeStream, queue: asyncio.Queue[StreamItem | _Failed | _LeaseLost]
+) -> None:
     try:
         async for item in stream.items():
             queue.put_nowait(item)

@@ -247,14 +247,6 @@ class BusStream:
                     self.redis.xread({key: cursor}, count=READ_COUNT, block=self.block_ms)
                 )
             )
-            if monotonic() - checked_at >= CHECK_S or not answer:
-                checked_at = monotonic()
-                if await self._must_read_log(key):
-                    async with contextlib.aclosing(self._catch_up()) as log:
-                        async for item in log:
-                            yield item
-                    cursor = entries.entry_id(self.last_seq or 0)
-                    continue
             for _key, found in answer or ():
                 for entry, fields in found:
                     self.bus_stats.entries += 1
@@ -276,6 +268,16 @@ class BusStream:
                     for item in self._events_of(batch):
                         yield item
                     cursor = entry.decode()
+            # After the entries, not before: every entry carries its own gap check, and the
+            # events that woke this replica must not wait for two more round trips.
+            if monotonic() - checked_at >= CHECK_S or not answer:
+                checked_at = monotonic()
+                if await self._must_read_log(key):
+                    async with contextlib.aclosing(self._catch_up()) as log:
+                        async for item in log:
+                            yield item
+                    cursor = entries.entry_id(self.last_seq or 0)  # back too, for a new log
+                    continue
             newest = entries.entry_id(self.last_seq or 0)
             if entries.seq_of(newest) > entries.seq_of(cursor):
                 cursor = newest  # the log was read further than the stream: skip the overlap
