@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fix_modes",
     "tests.fix_demo",
     "tests.fix_browser",
+    "tests.fix_roles",
 ]

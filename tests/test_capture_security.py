@@ -3,14 +3,11 @@ and nobody but the installer writes the log or the WAL messages the relay accept
 
 from __future__ import annotations
 
-import itertools
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from tests.capture_helpers import (
     Listener,
@@ -18,9 +15,7 @@ from tests.capture_helpers import (
     log_payloads,
     reader,
 )
-
-_roles = itertools.count(1)
-RoleMaker = Callable[..., str]
+from tests.fix_roles import connect_as
 
 
 @pytest.fixture
@@ -31,30 +26,6 @@ def owner(target: str, mode: str) -> Iterator[psycopg.Connection[Any]]:
         conn.execute("INSERT INTO guests VALUES (1, 'anna@example.org', '+49 30 1234')")
         install(target, "guests", mode=mode)
         yield conn
-
-
-@pytest.fixture
-def make_role(owner: psycopg.Connection[Any]) -> Iterator[RoleMaker]:
-    """``make_role(*grants)``: a new LOGIN role (cluster-wide, so uniquely named and dropped
-    afterwards) with exactly the given GRANT statements ({role} is its name)."""
-    made: list[str] = []
-
-    def make(*grants: str) -> str:
-        name = f"bw_role_{os.getpid()}_{next(_roles)}"
-        owner.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
-        made.append(name)
-        for grant in grants:
-            owner.execute(grant.format(role=sql.Identifier(name).as_string(owner)))
-        return name
-
-    yield make
-    for name in made:
-        owner.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-        owner.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
-
-
-def connect_as(target: str, role: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(psycopg.conninfo.make_conninfo(target, user=role), autocommit=True)
 
 
 def relayed(target: str, expected: int) -> list[dict[str, Any]]:

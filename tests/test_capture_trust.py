@@ -4,19 +4,17 @@ every writer's commit by holding the commit-order lock."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from tests.capture_helpers import Listener, install, log_payloads
+from tests.fix_roles import RoleMaker, connect_as
 
-RoleMaker = Callable[..., str]
 PLANTS = (
     # Exact matches for calls capture() makes with text arguments: they beat the built-ins'
     # polymorphic or variadic signatures wherever the writer's search_path reaches them.
@@ -40,28 +38,6 @@ PLANTS = (
 def owner(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         yield conn
-
-
-@pytest.fixture
-def make_role(owner: psycopg.Connection[Any]) -> Iterator[RoleMaker]:
-    made: list[str] = []
-
-    def make(*grants: str) -> str:
-        name = f"bw_trust_{os.getpid()}_{len(made)}"
-        owner.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
-        made.append(name)
-        for grant in grants:
-            owner.execute(grant.format(role=sql.Identifier(name).as_string(owner)))
-        return name
-
-    yield make
-    for name in made:
-        owner.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-        owner.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
-
-
-def connect_as(dsn: str, role: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(psycopg.conninfo.make_conninfo(dsn, user=role), autocommit=True)
 
 
 @pytest.mark.parametrize("mode", ["log", "notify"])
