@@ -221,3 +221,18 @@ def seq_of(event: ServerSentEvent) -> int:
     """The seq of an event id (``LOG:SEQ``, or a bare seq)."""
     assert event.id, f"an event without an id: {event}"
     return int(event.id.rpartition(":")[2])
+
+
+def address_of(url: str) -> tuple[str, int]:
+    """``http://127.0.0.1:8765`` → ``("127.0.0.1", 8765)``, for raw sockets."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+def stuck_client(url: str) -> socket.socket:
+    """A client that opens ``/events`` and never reads: its receive buffer fills at once."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(address_of(url))
+    sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    return sock

@@ -22,16 +22,13 @@ from tests.fix_cli import run_bookwatch
 from tests.serve_helpers import (
     ServeProcess,
     SseReader,
+    address_of,
     bump_price,
     newest_seq,
     running_server,
     seq_of,
+    stuck_client,
 )
-
-
-def _address(url: str) -> tuple[str, int]:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    return host, int(port)
 
 
 def _closed_by_server(sock: socket.socket, within: float) -> float | None:
@@ -93,9 +90,9 @@ def test_redact_takes_the_token_out_of_urls_and_headers() -> None:
 def test_a_request_whose_headers_never_complete_is_closed(demo_dsn: str) -> None:
     # The limit is 10 s by default; shortened here (ServeOptions.header_timeout_s).
     with running_server(demo_dsn, header_timeout_s=2) as server:
-        half = socket.create_connection(_address(server.url), timeout=5)
+        half = socket.create_connection(address_of(server.url), timeout=5)
         half.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line, ever
-        silent = socket.create_connection(_address(server.url), timeout=5)
+        silent = socket.create_connection(address_of(server.url), timeout=5)
         with half, silent:
             took = _closed_by_server(half, within=15)
             assert took is not None, "a half-open request was never closed"
@@ -106,7 +103,7 @@ def test_a_request_whose_headers_never_complete_is_closed(demo_dsn: str) -> None
 
 def test_a_body_over_1_mb_is_refused_without_being_read(demo_dsn: str) -> None:
     with running_server(demo_dsn, demo=True) as server:
-        with socket.create_connection(_address(server.url), timeout=10) as sock:
+        with socket.create_connection(address_of(server.url), timeout=10) as sock:
             sock.sendall(b"PUT /api/bookings/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                          b"Content-Type: application/json\r\nContent-Length: 300000000\r\n\r\n")
             sock.sendall(b"x" * 65536)
@@ -114,7 +111,7 @@ def test_a_body_over_1_mb_is_refused_without_being_read(demo_dsn: str) -> None:
             assert head.startswith(b"HTTP/1.1 413"), head
             assert _closed_by_server(sock, within=10) is not None
         # Chunked, so no length is announced: refused once 1 MB has come in.
-        with socket.create_connection(_address(server.url), timeout=10) as sock:
+        with socket.create_connection(address_of(server.url), timeout=10) as sock:
             sock.sendall(b"PUT /api/bookings/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\n")
             piece = b"y" * 65536
@@ -131,7 +128,7 @@ def test_a_foreign_host_is_refused_without_a_token(demo_dsn: str) -> None:
         for path in ("/events", "/presence", "/healthz"):
             refused = httpx.get(server.url + path, headers={"Host": "evil.example"}, timeout=10)
             assert refused.status_code == 421, path
-        _, port = _address(server.url)
+        _, port = address_of(server.url)
         for host in (f"localhost:{port}", f"127.0.0.1:{port}"):
             assert httpx.get(server.url + "/presence", headers={"Host": host},
                              timeout=10).status_code == 200
@@ -163,10 +160,7 @@ def test_a_client_that_never_reads_has_its_connection_closed(
     demo_dsn: str, postgresql: psycopg.Connection[Any]
 ) -> None:
     with running_server(demo_dsn, client_buffer=64 * 1024) as server:
-        stuck = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck.connect(_address(server.url))
-        stuck.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        stuck = stuck_client(server.url)
         deadline = time.monotonic() + 10
         while httpx.get(server.url + "/healthz", timeout=10).json()["clients"] < 1:
             assert time.monotonic() < deadline
@@ -248,7 +242,7 @@ def test_an_http_1_0_client_gets_bare_frames(
 ) -> None:
     # nginx talks HTTP/1.0 to upstreams unless told otherwise: no chunked encoding then.
     with running_server(demo_dsn) as server, \
-            socket.create_connection(_address(server.url), timeout=10) as sock:
+            socket.create_connection(address_of(server.url), timeout=10) as sock:
         sock.sendall(b"GET /events HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         head = _response_head(sock)
         assert head.startswith(b"HTTP/1.0 200") or head.startswith(b"HTTP/1.1 200"), head

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 from typing import Any
@@ -15,12 +14,14 @@ import httpx
 import psutil
 import psycopg
 
-from tests.serve_helpers import ServeProcess, SseReader, bump_price, running_server, seq_of
-
-
-def _address(url: str) -> tuple[str, int]:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    return host, int(port)
+from tests.serve_helpers import (
+    ServeProcess,
+    SseReader,
+    bump_price,
+    running_server,
+    seq_of,
+    stuck_client,
+)
 
 BIG_EVENT_BYTES = 6 << 20  # over the default limit (half of the 1 MiB client buffer)
 RESUMING_CLIENTS = 20
@@ -126,13 +127,7 @@ def test_clients_that_never_read_are_reset_past_the_process_buffer_budget(
 ) -> None:
     # Each client alone stays under its own 32 MiB buffer; together they pass the 2 MiB budget.
     with running_server(demo_dsn, client_buffer=32 << 20, buffer_budget=2 << 20) as server:
-        stuck = []
-        for _ in range(4):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(_address(server.url))
-            sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            stuck.append(sock)
+        stuck = [stuck_client(server.url) for _ in range(4)]
         reader = SseReader(server.url)  # reads everything: never behind, never cut
         try:
             deadline = time.monotonic() + 10
